@@ -1,0 +1,49 @@
+# The one list of commands. `make run` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV := CAMPAIGN_ENV=development
+
+.PHONY: run test test-fast worker beat lint typecheck bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the app on the embedded default: SQLite, a Celery worker on a filesystem broker,
+## and a local SMTP sink readable at http://127.0.0.1:5000/dev/mailbox. Ctrl-C stops all.
+run: install
+	$(DEV) $(BIN)/flask --app app db upgrade
+	$(DEV) $(BIN)/flask --app app seed-demo
+	@echo "Open http://127.0.0.1:5000/petitions/g20-chechnya  (emails: http://127.0.0.1:5000/dev/mailbox)"
+	$(DEV) $(BIN)/honcho -f Procfile.dev start
+
+## The whole suite, in parallel. Needs PostgreSQL and Redis on 127.0.0.1 and Debian's Chromium;
+## without them those tests are skipped with a line saying so (and fail when CI=true).
+test: install
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} $(PYTEST_ARGS)
+
+## Unit and web tests on SQLite only: no services needed.
+test-fast: install
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} -m "not integration and not browser" $(PYTEST_ARGS)
+
+worker: install
+	$(BIN)/celery -A worker worker -Q confirmations,letters,bulk,maintenance --loglevel INFO
+
+beat: install
+	$(BIN)/celery -A worker beat --loglevel INFO
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: install
+	@ls bench/*.py >/dev/null 2>&1 && for script in bench/*.py; do $(BIN)/python $$script || exit 1; done || echo "no benchmarks yet"
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache test-artifacts

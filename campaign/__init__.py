@@ -1,0 +1,121 @@
+"""campaign: advocacy campaigns and petitions. create_app() builds the Flask application."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from campaign.config import load_config
+from campaign.extensions import csrf, db, migrate
+from campaign.extensions import mail as mail_extension
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from the environment, with `config` taking precedence (tests pass a mapping)."""
+    app = Flask(__name__, instance_relative_config=True, template_folder="../templates",
+                static_folder="../static")
+    app.config.from_mapping(load_config(app.instance_path, config))
+    register_extensions(app)
+    register_blueprints(app)
+    register_security(app)
+    register_logging(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    from campaign import models  # noqa: F401 - registers the tables on the metadata
+    from campaign.queue import celery_init_app
+    from campaign.services import notifications  # noqa: F401 - registers the email kinds
+    from campaign.services.outbox import install_dispatch
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
+    csrf.init_app(app)
+    mail_extension.init_app(app)
+    celery_init_app(app)
+    install_dispatch(db.session)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        with app.app_context():
+            _tune_sqlite()
+    if app.config["PROXY_FIX_HOPS"]:
+        hops = int(app.config["PROXY_FIX_HOPS"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+
+
+def _tune_sqlite() -> None:
+    from sqlalchemy import event
+
+    engine = db.engine
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, begin transactions, so SAVEPOINT works.
+        connection.isolation_level = None
+        cursor = connection.cursor()
+        # WAL: the worker reads while the web process writes. Foreign keys are off by default.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front: a read that later writes would otherwise fail
+        # at once with "database is locked" when another process wrote in between.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def register_blueprints(app: Flask) -> None:
+    from campaign.web import api, errors, public
+
+    app.register_blueprint(public.bp)
+    app.register_blueprint(api.bp)
+    errors.register(app)
+    # The sign form carries its own signed token (petition pages set no session cookie);
+    # the API authenticates with tokens, not cookies. Every other POST needs the session token.
+    csrf.exempt(public.sign)
+    csrf.exempt(api.bp)
+    if app.config["DEV_MAILBOX"]:
+        from campaign.web import dev
+
+        app.register_blueprint(dev.bp)
+
+
+def register_security(app: Flask) -> None:
+    from campaign.web.security import apply_security_headers
+
+    app.after_request(apply_security_headers)
+
+
+class _RedactTokens(logging.Filter):
+    """Access logs print paths; the tokens in confirm and data links must not reach them."""
+
+    pattern = re.compile(r"/(confirm|unsubscribe|my-data)/[^\s\"?]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(
+                self.pattern.sub(r"/\1/[redacted]", a) if isinstance(a, str) else a
+                for a in (record.args if isinstance(record.args, tuple) else (record.args,)))
+        record.msg = self.pattern.sub(r"/\1/[redacted]", str(record.msg))
+        return True
+
+
+def register_logging(app: Flask) -> None:
+    for name in ("werkzeug", "gunicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactTokens) for f in logger.filters):
+            logger.addFilter(_RedactTokens())
+
+
+def register_commands(app: Flask) -> None:
+    from campaign.cli import register
+
+    register(app)

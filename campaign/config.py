@@ -1,0 +1,212 @@
+"""Settings from the environment: one table of every setting, its default and its type.
+
+Two modes share one code path: `development` (the embedded default that `make run` uses:
+SQLite, a filesystem broker, a local SMTP sink) and `production` (PostgreSQL, Redis, real SMTP),
+which refuses to start without its secrets. docs/configuration.md lists the same table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed: the app must not start."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    kind: type
+    help: str
+
+
+# The single list of settings; docs/configuration.md mirrors it (a test keeps them in step).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("CAMPAIGN_ENV", "production", str,
+            "production, development (the embedded default of `make run`) or testing"),
+    Setting("SECRET_KEY", None, str, "signs sessions, form tokens and email links; required in production"),
+    Setting("BASE_URL", None, str,
+            "absolute origin for links in emails, e.g. https://act.example.org; required in production"),
+    Setting("DATABASE_URL", None, str,
+            "SQLAlchemy URL; plain postgresql:// is rewritten to psycopg 3; default: SQLite in instance/"),
+    Setting("REDIS_URL", None, str, "Redis for the broker and rate limits"),
+    Setting("CELERY_BROKER_URL", None, str,
+            "defaults to REDIS_URL; development uses a filesystem broker under instance/"),
+    Setting("SIGNER_DATA_KEYS", None, str,
+            "comma-separated Fernet keys for signer names and emails, newest first; required in production"),
+    Setting("BLIND_INDEX_KEY", None, str,
+            "key for the keyed hash of normalized emails (uniqueness, look-ups); required in production"),
+    Setting("MAIL_SERVER", "localhost", str, "SMTP host"),
+    Setting("MAIL_PORT", 25, int, "SMTP port"),
+    Setting("MAIL_USERNAME", None, str, "SMTP user"),
+    Setting("MAIL_PASSWORD", None, str, "SMTP password"),
+    Setting("MAIL_USE_TLS", False, bool, "STARTTLS"),
+    Setting("MAIL_USE_SSL", False, bool, "SMTP over TLS"),
+    Setting("MAIL_DEFAULT_SENDER", "Campaign <no-reply@localhost>", str, "From: of every email"),
+    Setting("MAIL_TIMEOUT", 20.0, float, "seconds before an SMTP connection or command gives up"),
+    Setting("MAIL_SUPPRESS_SEND", False, bool, "build but do not send mail (Flask-Mail)"),
+    Setting("CONFIRM_TOKEN_MAX_AGE", 30 * 24 * 3600, int, "seconds a confirmation link stays valid"),
+    Setting("FORM_TOKEN_MAX_AGE", 24 * 3600, int, "seconds a rendered sign form stays valid"),
+    Setting("EMAILS_PER_ADDRESS_PER_PETITION", 5, int,
+            "emails the public form may cause to one address for one petition, ever"),
+    Setting("EMAILS_PER_ADDRESS_PER_DAY", 20, int,
+            "emails the public form may cause to one address in 24 hours, across petitions"),
+    Setting("OUTBOX_MAX_ATTEMPTS", 8, int, "send attempts before an email is marked failed"),
+    Setting("OUTBOX_BACKOFF_BASE", 30, int, "seconds before the first retry; doubles per attempt, with jitter"),
+    Setting("OUTBOX_BACKOFF_MAX", 3600, int, "longest wait between two attempts, seconds"),
+    Setting("OUTBOX_LEASE_SECONDS", 300, int,
+            "a row claimed for sending longer than this is considered abandoned and retried"),
+    Setting("OUTBOX_SWEEP_INTERVAL", 15.0, float, "seconds between outbox sweeps (Celery beat)"),
+    Setting("OUTBOX_SWEEP_GRACE", 30.0, float,
+            "seconds a due email is left to its own task before the sweep publishes it again"),
+    Setting("OUTBOX_SWEEP_BATCH", 500, int, "rows one sweep hands to the workers at most"),
+    Setting("COUNTER_SHARDS", 16, int, "rows per petition counter, spreading concurrent confirmations"),
+    Setting("CELERY_VISIBILITY_TIMEOUT", 3600, int,
+            "seconds before Redis hands an unacknowledged task to another worker"),
+    Setting("BROKER_CONNECT_TIMEOUT", 2.0, float, "seconds the web process waits for the broker"),
+    Setting("EMAIL_CHECK_DELIVERABILITY", False, bool,
+            "look up the email domain's MX in DNS when signing (adds latency to the signing path)"),
+    Setting("DEV_MAILBOX", False, bool,
+            "serve the local SMTP sink's messages at /dev/mailbox (development only; refused in production)"),
+    Setting("DEV_MAILBOX_DIR", None, str, "Maildir the dev SMTP sink writes; default instance/mailbox"),
+    Setting("DEV_SMTP_PORT", 8025, int, "port of the local SMTP sink that `make run` starts"),
+    Setting("CRASH_POINT", None, str,
+            "fault tests only: before_smtp or after_smtp makes a worker exit there; refused in production"),
+    Setting("PROXY_FIX_HOPS", 0, int, "trusted reverse proxies in front of the app (X-Forwarded-*)"),
+    Setting("SQLALCHEMY_POOL_SIZE", 5, int, "database connections per process (PostgreSQL)"),
+    Setting("SQLALCHEMY_MAX_OVERFLOW", 10, int, "extra connections a process may open under load"),
+)
+
+REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "BASE_URL", "SIGNER_DATA_KEYS", "BLIND_INDEX_KEY", "DATABASE_URL")
+
+
+def _coerce(setting: Setting, raw: Any) -> Any:
+    if raw is None or not isinstance(raw, str):
+        return raw
+    if setting.kind is bool:
+        value = raw.strip().lower()
+        if value in {"1", "true", "yes", "on"}:
+            return True
+        if value in {"0", "false", "no", "off", ""}:
+            return False
+        raise ConfigError(f"{setting.name} must be true or false, not {raw!r}")
+    if setting.kind in (int, float):
+        try:
+            return setting.kind(raw)
+        except ValueError:
+            raise ConfigError(f"{setting.name} must be a number, not {raw!r}") from None
+    return raw
+
+
+def database_url(url: str) -> str:
+    """Point the plain URLs that hosting providers hand out at the driver the project uses."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _development_secrets(instance: Path) -> dict[str, str]:
+    """Keys for the embedded default, generated once into instance/ and never committed."""
+    path = instance / "secrets.json"
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        return stored
+    instance.mkdir(parents=True, exist_ok=True)
+    generated = {
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "SIGNER_DATA_KEYS": Fernet.generate_key().decode(),
+        "BLIND_INDEX_KEY": secrets.token_urlsafe(48),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(generated, handle)
+    return generated
+
+
+def load_config(instance_path: str, overrides: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Build the Flask config: overrides win over the environment, which wins over defaults."""
+    env = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            raw = overrides.pop(setting.name)
+        else:
+            raw = env.get(setting.name, setting.default)
+        values[setting.name] = _coerce(setting, raw)
+
+    mode = values["CAMPAIGN_ENV"]
+    if mode not in {"production", "development", "testing"}:
+        raise ConfigError(f"CAMPAIGN_ENV must be production, development or testing, not {mode!r}")
+    instance = Path(instance_path)
+
+    if mode == "production":
+        missing = [name for name in REQUIRED_IN_PRODUCTION if not values.get(name)]
+        if missing:
+            raise ConfigError(
+                "production needs " + ", ".join(missing)
+                + " (see docs/configuration.md; set CAMPAIGN_ENV=development for the embedded default)"
+            )
+        if values["CRASH_POINT"]:
+            raise ConfigError("CRASH_POINT is for fault tests and cannot be set in production")
+        if values["DEV_MAILBOX"]:
+            raise ConfigError("DEV_MAILBOX cannot be switched on in production")
+    elif mode == "development":
+        for name, value in _development_secrets(instance).items():
+            values[name] = values[name] or value
+        values["BASE_URL"] = values["BASE_URL"] or "http://127.0.0.1:5000"
+        values["DATABASE_URL"] = values["DATABASE_URL"] or f"sqlite:///{instance / 'campaign.db'}"
+        if not values["CELERY_BROKER_URL"] and not values["REDIS_URL"]:
+            values["CELERY_BROKER_URL"] = "filesystem://"
+        if "MAIL_SERVER" not in env and "MAIL_SERVER" not in overrides:
+            values["MAIL_SERVER"] = "127.0.0.1"
+            values["MAIL_PORT"] = values["DEV_SMTP_PORT"]
+        if "DEV_MAILBOX" not in env:
+            values["DEV_MAILBOX"] = True
+
+    if not values["SECRET_KEY"] or not values["SIGNER_DATA_KEYS"] or not values["BLIND_INDEX_KEY"]:
+        raise ConfigError("SECRET_KEY, SIGNER_DATA_KEYS and BLIND_INDEX_KEY must be set")
+    if not values["BASE_URL"]:
+        raise ConfigError("BASE_URL must be set")
+    values["BASE_URL"] = values["BASE_URL"].rstrip("/")
+    values["DATABASE_URL"] = database_url(values["DATABASE_URL"] or f"sqlite:///{instance / 'campaign.db'}")
+    values["CELERY_BROKER_URL"] = values["CELERY_BROKER_URL"] or values["REDIS_URL"] or "memory://"
+    values["DEV_MAILBOX_DIR"] = values["DEV_MAILBOX_DIR"] or str(instance / "mailbox")
+
+    values.update(_framework_config(values))
+    values.update(overrides)  # anything else a test or caller passes straight to Flask
+    return values
+
+
+def _framework_config(values: dict[str, Any]) -> dict[str, Any]:
+    url = values["DATABASE_URL"]
+    engine: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        # WAL lets the worker read while the web process writes; wait instead of failing on a lock.
+        engine["connect_args"] = {"timeout": 15}
+    else:
+        engine["pool_size"] = values["SQLALCHEMY_POOL_SIZE"]
+        engine["max_overflow"] = values["SQLALCHEMY_MAX_OVERFLOW"]
+    production = values["CAMPAIGN_ENV"] == "production"
+    return {
+        "SQLALCHEMY_DATABASE_URI": url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine,
+        "TESTING": values["CAMPAIGN_ENV"] == "testing",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": production,
+        "WTF_CSRF_TIME_LIMIT": None,  # the session bounds it; a long form must not expire mid-edit
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+    }

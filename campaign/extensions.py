@@ -1,0 +1,13 @@
+"""Flask extensions, created unbound here and bound to an app in create_app()."""
+
+from flask_mail import Mail
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
+
+from campaign.models.base import Base
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate(compare_type=True, render_as_batch=True)
+csrf = CSRFProtect()
+mail = Mail()

@@ -1,0 +1,63 @@
+"""SMTP sending with a timeout, and the split between failures worth retrying and final ones."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+
+from flask import current_app
+from flask_mail import BadHeaderError, Connection, Message
+
+
+class TemporaryFailure(Exception):
+    """Try again later: the server is busy, unreachable or said 4xx."""
+
+
+class PermanentFailure(Exception):
+    """Do not try again: the server refused the message or the address (5xx)."""
+
+
+class _TimedConnection(Connection):
+    # Flask-Mail opens smtplib connections without a timeout; a stuck server would hang a worker.
+    def configure_host(self) -> smtplib.SMTP | smtplib.SMTP_SSL:
+        timeout = float(current_app.config["MAIL_TIMEOUT"])
+        host: smtplib.SMTP | smtplib.SMTP_SSL
+        if self.mail.use_ssl:
+            host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, timeout=timeout)
+        else:
+            host = smtplib.SMTP(self.mail.server, self.mail.port, timeout=timeout)
+        if self.mail.use_tls:
+            host.starttls()
+        if self.mail.username and self.mail.password:
+            host.login(self.mail.username, self.mail.password)
+        return host
+
+    def __exit__(self, *exc_info: object) -> None:
+        # A failing QUIT must not hide the answer that mattered (a 550 would turn into a retry).
+        try:
+            super().__exit__(*exc_info)  # type: ignore[arg-type]
+        except (smtplib.SMTPException, OSError):
+            pass
+
+
+def send_message(message: Message) -> None:
+    """Send one message; raise TemporaryFailure or PermanentFailure with the server's words."""
+    state = current_app.extensions["mail"]
+    try:
+        with _TimedConnection(state) as connection:
+            connection.send(message)
+    except BadHeaderError as error:
+        raise PermanentFailure("bad header") from error
+    except smtplib.SMTPRecipientsRefused as error:
+        codes = [code for code, _ in error.recipients.values()]
+        detail = "; ".join(f"{code} {text!r}" for code, text in error.recipients.values())
+        if codes and all(400 <= code < 500 for code in codes):
+            raise TemporaryFailure(f"recipient deferred: {detail}") from error
+        raise PermanentFailure(f"recipient refused: {detail}") from error
+    except smtplib.SMTPResponseException as error:
+        text = f"{error.smtp_code} {error.smtp_error!r}"
+        if 500 <= error.smtp_code < 600:
+            raise PermanentFailure(text) from error
+        raise TemporaryFailure(text) from error
+    except (smtplib.SMTPException, OSError, socket.timeout) as error:
+        raise TemporaryFailure(f"{type(error).__name__}: {error}") from error

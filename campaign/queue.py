@@ -1,0 +1,93 @@
+"""Celery bound to the Flask app (the Flask docs' celery_init_app pattern) and the publisher.
+
+The web process only publishes by task name; worker/ holds the task bodies. Publishing never
+stalls or fails a request: a broker that is down is logged, remembered for a few seconds, and
+left to the outbox sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, Task
+from flask import Flask
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAMES = ("confirmations", "letters", "bulk", "maintenance")
+
+
+def celery_init_app(app: Flask) -> Celery:
+    class FlaskTask(Task):  # type: ignore[misc]
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.name, task_cls=FlaskTask)
+    celery.config_from_object(_celery_config(app))
+    celery.set_default()
+    app.extensions["celery"] = celery
+    app.extensions["campaign.publish"] = _Publisher(celery, app.logger).publish
+    return celery
+
+
+def _celery_config(app: Flask) -> dict[str, Any]:
+    config = app.config
+    broker = config["CELERY_BROKER_URL"]
+    timeout = float(config["BROKER_CONNECT_TIMEOUT"])
+    transport: dict[str, Any] = {}
+    if broker.startswith("filesystem"):
+        folder = Path(app.instance_path) / "broker"
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport = {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
+                     "processed_folder": str(folder / "processed"), "store_processed": False}
+    elif broker.startswith(("redis", "rediss")):
+        transport = {"socket_connect_timeout": timeout, "socket_timeout": max(timeout, 5.0),
+                     "visibility_timeout": int(config["CELERY_VISIBILITY_TIMEOUT"])}
+    return {
+        "broker_url": broker,
+        "broker_transport_options": transport,
+        "broker_connection_timeout": timeout,
+        "broker_connection_retry_on_startup": True,
+        "task_ignore_result": True,
+        "task_default_queue": "bulk",
+        "task_create_missing_queues": True,
+        # A task is acknowledged after it ran; a killed worker's task comes back.
+        # The outbox claim makes the second run harmless.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_publish_retry": False,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "outbox-sweep": {
+                "task": "outbox.sweep",
+                "schedule": float(config["OUTBOX_SWEEP_INTERVAL"]),
+                "options": {"queue": "maintenance", "expires": float(config["OUTBOX_SWEEP_INTERVAL"])},
+            },
+        },
+        "timezone": "UTC",
+    }
+
+
+class _Publisher:
+    """Publish outbox.send by name; skip the broker for a moment after it failed."""
+
+    def __init__(self, celery: Celery, logger: logging.Logger) -> None:
+        self.celery = celery
+        self.logger = logger
+        self.down_until = 0.0
+
+    def publish(self, email_id: int, queue: str) -> None:
+        if time.monotonic() < self.down_until:
+            return  # the sweep will send it
+        try:
+            self.celery.send_task("outbox.send", args=[email_id], queue=queue, retry=False)
+        except Exception as error:  # any broker failure: the row is committed, the sweep has it
+            self.down_until = time.monotonic() + 5.0
+            self.logger.warning("broker unavailable, outbox sweep will send email %s: %s",
+                                email_id, type(error).__name__)

@@ -1,0 +1,97 @@
+"""The demo campaign: a call on the G20's leaders about the purge of gay men in Chechnya."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from importlib import resources
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from campaign.models import Campaign, MailingPolicy, Petition, PetitionTarget, Target
+from campaign.services.markdown import render_markdown
+from campaign.services.petitions import create_counter_shards
+
+DEMO_CAMPAIGN_SLUG = "chechnya"
+DEMO_PETITION_SLUG = "g20-chechnya"
+
+_BODY = """\
+Since 2017, men in Chechnya suspected of being gay have been abducted, held in secret prisons,
+tortured, and in some cases killed. Survivors and families have described the detentions to
+journalists and human-rights organizations; the authorities deny that the men exist.
+
+**We ask the leaders of the G20** to raise these crimes with the Russian Federation at every
+meeting, to press for an independent investigation, and to offer safe passage and asylum to the
+people who are still in danger.
+
+Every signature is confirmed by email and delivered to the leader of the signer's own country.
+"""
+
+_LETTER = """\
+Dear {title},
+
+I am writing to ask you to use your voice at the G20 to call for an end to the arrests and
+torture of gay men in Chechnya, for an independent investigation of these crimes, and for safe
+passage for those who are still at risk.
+
+Sincerely,
+"""
+
+
+def _example_address(name: str, country: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    local = re.sub(r"[^a-z0-9]+", ".", ascii_name.lower()).strip(".")
+    return f"{local}@{country.lower()}.leaders.example.org"
+
+
+def seed_demo(session: Session) -> bool:
+    """Create the demo campaign, its 21 targets and its published petition.
+
+    Idempotent: returns False and changes nothing when the petition already exists.
+    The caller commits.
+    """
+    if session.scalar(select(Petition.id).where(Petition.slug == DEMO_PETITION_SLUG)):
+        return False
+    data = json.loads(resources.files("campaign.data").joinpath("g20_leaders.json").read_text("utf-8"))
+    campaign = session.scalar(select(Campaign).where(Campaign.slug == DEMO_CAMPAIGN_SLUG))
+    if campaign is None:
+        campaign = Campaign(
+            slug=DEMO_CAMPAIGN_SLUG,
+            name="End the anti-gay purge in Chechnya",
+            organization="Demo Human Rights Coalition",
+            description="A coalition call on the G20's leaders.",
+            sender_name="Demo Human Rights Coalition",
+        )
+        session.add(campaign)
+        session.flush()
+    petition = Petition(
+        campaign_id=campaign.id,
+        slug=DEMO_PETITION_SLUG,
+        title="G20 leaders: demand an end to the arrests and torture of gay men in Chechnya",
+        summary="Gay men in Chechnya are being detained, tortured and killed. The G20's leaders "
+                "can make this stop being ignored.",
+        body_markdown=_BODY,
+        body_html=render_markdown(_BODY),
+        letter=_LETTER,
+        goal=100_000,
+        language="en",
+        mailing_policy=MailingPolicy.LETTERS,
+        is_sensitive=True,
+    )
+    session.add(petition)
+    session.flush()
+    for position, entry in enumerate(data["targets"]):
+        email = _example_address(entry["name"], entry["country"])
+        target = session.scalar(select(Target).where(Target.email == email))
+        if target is None:
+            target = Target(name=entry["name"], title=entry["title"], country=entry["country"],
+                            email=email, group_name=data["group"])
+            session.add(target)
+            session.flush()
+        session.add(PetitionTarget(petition_id=petition.id, target_id=target.id,
+                                   is_default=entry["country"] in {"EU", "AFU"}, position=position))
+    create_counter_shards(session, petition)
+    petition.publish()
+    return True

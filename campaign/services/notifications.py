@@ -1,0 +1,77 @@
+"""What each kind of email says and to whom, built at send time from the rows it refers to."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from campaign.mail.messages import Draft
+from campaign.models import OutboundEmail, Petition, Signature, SignatureStatus
+from campaign.services.counting import signature_count
+from campaign.services.outbox import message_kind
+from campaign.services.petitions import absolute_url, petition_targets
+from campaign.services.privacy import cipher
+from campaign.services.signing import ALREADY_CONFIRMED, CONFIRMATION, confirmation_token
+
+
+def _signer_context(session: Session, row: OutboundEmail) -> tuple[Signature, Petition, str, str] | None:
+    if row.signature_id is None:
+        return None
+    signature = session.get(Signature, row.signature_id)
+    if signature is None:
+        return None
+    petition = session.get(Petition, signature.petition_id)
+    if petition is None:
+        return None
+    crypt = cipher()
+    return signature, petition, crypt.decrypt(signature.name_encrypted), crypt.decrypt(
+        signature.email_encrypted)
+
+
+@message_kind(CONFIRMATION)
+def signature_confirmation(session: Session, row: OutboundEmail) -> Draft | None:
+    found = _signer_context(session, row)
+    if found is None:
+        return None
+    signature, petition, name, address = found
+    if signature.status != SignatureStatus.PENDING:
+        return None  # confirmed by an earlier email, or held/invalidated since
+    return Draft(
+        kind=CONFIRMATION,
+        to_name=name,
+        to_address=address,
+        # Neutral subject: the topic stays in the body, away from notification previews.
+        subject="Please confirm your signature",
+        sender_name=petition.campaign.sender_name,
+        context={
+            "name": name,
+            "petition": petition,
+            "organization": petition.campaign.organization,
+            "confirm_url": absolute_url(f"/confirm/{confirmation_token(signature)}"),
+            "petition_url": absolute_url(f"/petitions/{petition.slug}"),
+        },
+    )
+
+
+@message_kind(ALREADY_CONFIRMED)
+def signature_already_confirmed(session: Session, row: OutboundEmail) -> Draft | None:
+    found = _signer_context(session, row)
+    if found is None:
+        return None
+    signature, petition, name, address = found
+    if signature.status != SignatureStatus.CONFIRMED:
+        return None
+    return Draft(
+        kind=ALREADY_CONFIRMED,
+        to_name=name,
+        to_address=address,
+        subject="You have already signed",
+        sender_name=petition.campaign.sender_name,
+        context={
+            "name": name,
+            "petition": petition,
+            "organization": petition.campaign.organization,
+            "count": signature_count(session, petition.id),
+            "targets": petition_targets(session, petition.id),
+            "petition_url": absolute_url(f"/petitions/{petition.slug}"),
+        },
+    )

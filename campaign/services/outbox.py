@@ -1,0 +1,200 @@
+"""The outbox: queue emails in the caller's transaction, hand them to workers after commit,
+and send each row at most once per idempotency key.
+
+A row moves queued -> sending (claimed with a conditional UPDATE and a lease) -> sent, or back to
+queued with a later next_attempt_at after a temporary failure, or to failed/cancelled. The sweep
+re-publishes rows that are due or whose lease ran out, so a lost broker message delays an email
+but never loses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import and_, event, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from campaign.mail.messages import Draft, build_message
+from campaign.mail.sender import PermanentFailure, TemporaryFailure, send_message
+from campaign.models import OutboundEmail, OutboxStatus
+from campaign.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+# Signers wait for these; letters and bulk mail must never hold them up.
+QUEUES = {"signature_confirmation": "confirmations", "signature_already_confirmed": "confirmations"}
+DEFAULT_QUEUE = "bulk"
+
+_PENDING = "campaign.outbox.new"
+
+# kind -> function(session, row) returning a Draft, or None when the email is no longer wanted.
+Builder = Callable[[Session, OutboundEmail], Draft | None]
+_builders: dict[str, Builder] = {}
+
+
+def message_kind(kind: str) -> Callable[[Builder], Builder]:
+    """Register the builder for a kind of email."""
+    def register(builder: Builder) -> Builder:
+        _builders[kind] = builder
+        return builder
+    return register
+
+
+def queue_for(kind: str) -> str:
+    return QUEUES.get(kind, DEFAULT_QUEUE)
+
+
+def queue_email(session: Session, *, kind: str, key: str, **refs: Any) -> OutboundEmail | None:
+    """Add an outbox row in the caller's transaction; it is published once that commits.
+
+    Returns None, and writes nothing, when a row with this idempotency key already exists.
+    """
+    if kind not in _builders:
+        raise ValueError(f"no message builder for {kind!r}")
+    row = OutboundEmail(idempotency_key=key, kind=kind, **refs)
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return None
+    session.info.setdefault(_PENDING, []).append((row.id, kind))
+    return row
+
+
+_installed = False
+
+
+def install_dispatch(session_factory: Any) -> None:
+    """After each commit, publish the rows that the transaction queued; forget them on rollback.
+
+    Installed once per process; the publisher is the current app's, so every app (and test)
+    created in the process publishes through its own broker.
+    """
+    global _installed
+    if _installed:
+        return
+    _installed = True
+
+    @event.listens_for(session_factory, "after_commit")
+    def _after_commit(session: Session) -> None:
+        pending = session.info.pop(_PENDING, [])
+        if pending:
+            publish = current_app.extensions["campaign.publish"]
+            for email_id, kind in pending:
+                publish(email_id, queue_for(kind))
+
+    @event.listens_for(session_factory, "after_soft_rollback")
+    def _after_soft_rollback(session: Session, previous_transaction: Any) -> None:
+        # Only the outermost rollback discards the queue; a savepoint's rollback does not.
+        if previous_transaction.parent is None and previous_transaction.nested is False:
+            session.info.pop(_PENDING, None)
+
+
+def due_emails(session: Session, limit: int, grace: float = 0.0) -> list[tuple[int, str]]:
+    """Rows ready to send: queued and due, or claimed by a worker whose lease ran out.
+
+    grace leaves alone rows that became due only moments ago: their task is most likely still
+    on its way through the broker.
+    """
+    now = utcnow() - timedelta(seconds=grace)
+    rows = session.execute(
+        select(OutboundEmail.id, OutboundEmail.kind)
+        .where(_claimable(now))
+        .order_by(OutboundEmail.next_attempt_at)
+        .limit(limit))
+    return [(row.id, row.kind) for row in rows]
+
+
+def _claimable(now: datetime) -> Any:
+    return or_(
+        and_(OutboundEmail.status == OutboxStatus.QUEUED, OutboundEmail.next_attempt_at <= now),
+        and_(OutboundEmail.status == OutboxStatus.SENDING, OutboundEmail.lease_until < now),
+    )
+
+
+def claim(session: Session, email_id: int) -> OutboundEmail | None:
+    """Take the row for this worker with one conditional UPDATE; None if someone else has it."""
+    now = utcnow()
+    lease = now + timedelta(seconds=int(current_app.config["OUTBOX_LEASE_SECONDS"]))
+    result = session.execute(
+        update(OutboundEmail)
+        .where(OutboundEmail.id == email_id, _claimable(now))
+        .values(status=OutboxStatus.SENDING, attempts=OutboundEmail.attempts + 1, lease_until=lease)
+        .execution_options(synchronize_session=False))
+    session.commit()
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.get(OutboundEmail, email_id, populate_existing=True)
+
+
+def deliver(session: Session, email_id: int) -> str:
+    """Send one outbox row if it is due and still wanted. Safe to call any number of times.
+
+    Returns what happened: skipped (not claimable), sent, cancelled, retry or failed.
+    Commits its own transactions: the claim before SMTP, the outcome after.
+    """
+    row = claim(session, email_id)
+    if row is None:
+        return "skipped"
+    builder = _builders.get(row.kind)
+    draft = builder(session, row) if builder else None
+    if draft is None:
+        return _finish(session, row, OutboxStatus.CANCELLED, "no longer wanted")
+    try:
+        message = build_message(draft, current_app.config["MAIL_DEFAULT_SENDER"])
+        _crash_point("before_smtp")
+        send_message(message)
+        _crash_point("after_smtp")
+    except TemporaryFailure as error:
+        return _retry_later(session, row, str(error))
+    except (PermanentFailure, ValueError) as error:
+        return _finish(session, row, OutboxStatus.FAILED, str(error))
+    return _finish(session, row, OutboxStatus.SENT, "")
+
+
+def _finish(session: Session, row: OutboundEmail, status: OutboxStatus, error: str) -> str:
+    now = utcnow()
+    session.execute(
+        update(OutboundEmail)
+        .where(OutboundEmail.id == row.id, OutboundEmail.status == OutboxStatus.SENDING)
+        .values(status=status, lease_until=None, last_error=error[:2000],
+                sent_at=now if status == OutboxStatus.SENT else None)
+        .execution_options(synchronize_session=False))
+    session.commit()
+    return {OutboxStatus.SENT: "sent", OutboxStatus.CANCELLED: "cancelled"}.get(status, "failed")
+
+
+def _retry_later(session: Session, row: OutboundEmail, error: str) -> str:
+    config = current_app.config
+    if row.attempts >= int(config["OUTBOX_MAX_ATTEMPTS"]):
+        return _finish(session, row, OutboxStatus.FAILED, f"gave up after {row.attempts} attempts: {error}")
+    delay = backoff_seconds(row.attempts, int(config["OUTBOX_BACKOFF_BASE"]),
+                            int(config["OUTBOX_BACKOFF_MAX"]))
+    session.execute(
+        update(OutboundEmail)
+        .where(OutboundEmail.id == row.id, OutboundEmail.status == OutboxStatus.SENDING)
+        .values(status=OutboxStatus.QUEUED, lease_until=None, last_error=error[:2000],
+                next_attempt_at=utcnow() + timedelta(seconds=delay))
+        .execution_options(synchronize_session=False))
+    session.commit()
+    return "retry"
+
+
+def backoff_seconds(attempts: int, base: int, ceiling: int) -> float:
+    """Exponential backoff with full jitter over the upper half, so retries do not march in step."""
+    top = min(ceiling, base * 2 ** max(attempts - 1, 0))
+    return top / 2 + random.uniform(0, top / 2)  # noqa: S311 - jitter, not security
+
+
+def _crash_point(name: str) -> None:
+    # Fault tests make a worker die exactly here (CRASH_POINT); never set in production.
+    if current_app.config.get("CRASH_POINT") == name:
+        log.warning("crash point %s reached: exiting", name)
+        os._exit(70)

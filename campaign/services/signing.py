@@ -1,0 +1,175 @@
+"""Signing and confirming: the supporter's path from the form to a counted signature."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from campaign.models import OutboundEmail, Petition, Signature, SignatureStatus
+from campaign.models.base import utcnow
+from campaign.services.counting import add_to_count
+from campaign.services.emails import Email
+from campaign.services.outbox import queue_email
+from campaign.services.privacy import cipher
+
+CONFIRMATION = "signature_confirmation"
+ALREADY_CONFIRMED = "signature_already_confirmed"
+_CONFIRM_SALT = "campaign.confirm-signature"
+
+
+@dataclass(frozen=True)
+class SignerInput:
+    """What a supporter typed, already validated by the form."""
+    name: str
+    email: Email
+    country: str
+    postcode: str = ""
+    comment: str = ""
+    consent_updates: bool = False
+    source: str = ""
+    locale: str = "en"
+
+
+class SignOutcome(StrEnum):
+    # For tests and metrics only: the supporter sees the same page whatever happened.
+    NEW = "new"
+    RESENT = "resent"
+    ALREADY_CONFIRMED = "already_confirmed"
+    CAPPED = "capped"
+    RACED = "raced"
+
+
+def sign_petition(session: Session, petition: Petition, signer: SignerInput,
+                  ip: str | None = None) -> SignOutcome:
+    """Record a pending signature and queue its confirmation email, in the caller's transaction.
+
+    Signing again with the same mailbox writes no second signature: a pending one gets its
+    confirmation again, a confirmed one gets a note that it had already signed; both within the
+    per-address cap. The caller commits; the email is published after commit.
+    Raises ValueError if the petition does not take signatures.
+    """
+    if not petition.is_signable:
+        raise ValueError("petition is not open for signatures")
+    crypt = cipher()
+    index = crypt.blind_index(signer.email.canonical)
+    signature = session.scalar(
+        select(Signature).where(Signature.petition_id == petition.id, Signature.email_index == index))
+    outcome = SignOutcome.RESENT
+    if signature is None:
+        ip_hash, network_hash = crypt.ip_hashes(ip)
+        signature = Signature(
+            petition_id=petition.id,
+            name_encrypted=crypt.encrypt(signer.name),
+            email_encrypted=crypt.encrypt(signer.email.address),
+            postcode_encrypted=crypt.encrypt(signer.postcode) if signer.postcode else None,
+            email_index=index,
+            country=signer.country,
+            comment=signer.comment,
+            consent_updates=signer.consent_updates,
+            source=signer.source[:64],
+            locale=signer.locale,
+            ip_hash=ip_hash,
+            network_hash=network_hash,
+        )
+        try:
+            with session.begin_nested():
+                session.add(signature)
+            outcome = SignOutcome.NEW
+        except IntegrityError:
+            # A concurrent request for the same mailbox won; carry on as a repeat.
+            signature = session.scalar(select(Signature).where(
+                Signature.petition_id == petition.id, Signature.email_index == index))
+            if signature is None:
+                raise
+    if signature.status == SignatureStatus.CONFIRMED:
+        kind = ALREADY_CONFIRMED
+        outcome = SignOutcome.ALREADY_CONFIRMED if outcome != SignOutcome.NEW else outcome
+    elif signature.status == SignatureStatus.PENDING:
+        kind = CONFIRMATION
+    else:
+        # Held or invalidated: the supporter sees the usual page and gets no email.
+        return SignOutcome.CAPPED
+
+    sent_for_petition, sent_today = _form_emails(session, index, petition.id)
+    config = current_app.config
+    if (sent_for_petition >= int(config["EMAILS_PER_ADDRESS_PER_PETITION"])
+            or sent_today >= int(config["EMAILS_PER_ADDRESS_PER_DAY"])):
+        return SignOutcome.CAPPED
+    row = queue_email(
+        session, kind=kind, key=f"form:{signature.id}:{sent_for_petition + 1}",
+        petition_id=petition.id, signature_id=signature.id, recipient_index=index,
+        from_public_form=True)
+    if row is None:  # a concurrent repeat already queued this email
+        return SignOutcome.RACED
+    return outcome
+
+
+def _form_emails(session: Session, index: str, petition_id: int) -> tuple[int, int]:
+    """Emails the public form has caused to this mailbox: for this petition, and in 24 hours."""
+    since = utcnow() - timedelta(days=1)
+    base = select(func.count()).select_from(OutboundEmail).where(
+        OutboundEmail.recipient_index == index, OutboundEmail.from_public_form.is_(True))
+    for_petition = session.scalar(base.where(OutboundEmail.petition_id == petition_id)) or 0
+    today = session.scalar(base.where(OutboundEmail.created_at >= since)) or 0
+    return int(for_petition), int(today)
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_CONFIRM_SALT,
+                                  signer_kwargs={"digest_method": hashlib.sha256})
+
+
+def confirmation_token(signature: Signature) -> str:
+    # Bound to the mailbox's index too, so a reused id never confirms someone else.
+    return _serializer().dumps({"s": signature.id, "e": signature.email_index[:16]})
+
+
+class TokenError(ValueError):
+    """The link is not valid: tampered, for something else, or too old."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason  # "expired" or "invalid"
+
+
+def signature_for_token(session: Session, token: str) -> Signature:
+    """The signature a confirmation link is for. Raises TokenError."""
+    try:
+        data: Any = _serializer().loads(token, max_age=int(current_app.config["CONFIRM_TOKEN_MAX_AGE"]))
+    except SignatureExpired:
+        raise TokenError("expired") from None
+    except BadSignature:
+        raise TokenError("invalid") from None
+    if not isinstance(data, dict) or not isinstance(data.get("s"), int):
+        raise TokenError("invalid")
+    signature = session.get(Signature, data["s"])
+    if signature is None or signature.email_index[:16] != data.get("e"):
+        raise TokenError("invalid")
+    return signature
+
+
+def confirm_signature(session: Session, signature: Signature) -> bool:
+    """Confirm a pending signature and count it, in the caller's transaction.
+
+    Idempotent: returns True only for the call that moved it from pending to confirmed, so a
+    double click or two concurrent requests count it once.
+    """
+    result = session.execute(
+        update(Signature)
+        .where(Signature.id == signature.id, Signature.status == SignatureStatus.PENDING)
+        .values(status=SignatureStatus.CONFIRMED, confirmed_at=utcnow())
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_to_count(session, signature.petition_id, 1)
+    session.refresh(signature)
+    return True

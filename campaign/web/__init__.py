@@ -1,0 +1,1 @@
+"""Blueprints: public (petition pages, signing, confirming), api (JSON), dev (local mailbox)."""
