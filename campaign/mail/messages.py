@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from email.utils import formataddr, parseaddr
+from email.headerregistry import Address
+from email.utils import parseaddr
+from typing import Any
 
 from flask import render_template
 from flask_mail import Message
@@ -29,7 +31,34 @@ def header_safe(value: str) -> str:
 def display_name(value: str) -> str:
     """A user-written name made fit for a From/To display name: breaks become spaces."""
     cleaned = "".join(" " if ch in _BREAKS or ord(ch) < 32 else ch for ch in value)
-    return " ".join(cleaned.split())[:200]
+    # Short enough that the header never folds inside the quoted name.
+    return " ".join(cleaned.split())[:60]
+
+
+class _Message(Message):
+    """Flask-Mail's message with address headers written by the email package.
+
+    Flask-Mail encodes display names itself and the SMTP policy's refolding then drops their
+    quotes, so a name like "a, b: c" could become a group or a broken list. The sender's name is
+    written here, short and quoted; recipients get a bare address, since a signer's name in a
+    header is both a privacy cost and, once folded, a parsing hazard.
+    """
+
+    def _message(self) -> Any:
+        msg = super()._message()
+        del msg["From"]
+        msg["From"] = str(_address(self.sender))
+        del msg["To"]
+        msg["To"] = ", ".join(_address(r).addr_spec for r in self.recipients)
+        if self.reply_to:
+            del msg["Reply-To"]
+            msg["Reply-To"] = _address(self.reply_to).addr_spec
+        return msg
+
+
+def _address(value: Any) -> Address:
+    name, address = value if isinstance(value, tuple) else parseaddr(value)
+    return Address(display_name=name, addr_spec=address)
 
 
 @dataclass
@@ -49,12 +78,14 @@ def build_message(draft: Draft, default_sender: str) -> Message:
     text = render_template(f"mail/{draft.kind}.txt", **draft.context)
     html = render_template(f"mail/{draft.kind}.html", **draft.context)
     _, sender_address = parseaddr(default_sender)
-    sender = formataddr((display_name(draft.sender_name), sender_address))
-    recipient = formataddr((display_name(draft.to_name), header_safe(draft.to_address)))
+    # Tuples, not strings: Flask-Mail re-parses string addresses, and a display name with
+    # quotes, commas or colons would come out as a different (or broken) address list.
+    sender = (display_name(draft.sender_name), header_safe(sender_address))
+    recipient = (display_name(draft.to_name), header_safe(draft.to_address))
     headers = {header_safe(k): header_safe(v) for k, v in draft.headers.items()}
-    return Message(
+    return _Message(
         subject=header_safe(draft.subject),
-        sender=header_safe(sender),
+        sender=sender,
         recipients=[recipient],
         body=text,
         html=html,

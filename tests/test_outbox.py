@@ -1,0 +1,126 @@
+"""The outbox: each row sent at most once, temporary failures retried, permanent ones final."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email.utils import getaddresses
+
+from sqlalchemy import update
+
+from campaign.extensions import db
+from campaign.models import OutboundEmail, OutboxStatus, Signature
+from campaign.models.base import utcnow
+from campaign.services.outbox import backoff_seconds, deliver
+from tests.support import deliver_due, sign
+
+
+def _row(app) -> OutboundEmail:
+    with app.app_context():
+        row = db.session.query(OutboundEmail).one()
+        db.session.expunge(row)
+        return row
+
+
+def test_a_row_is_sent_once_however_often_it_is_delivered(client, demo, app, mailbox):
+    sign(client)
+    row = _row(app)
+    with app.app_context():
+        outcomes = [deliver(db.session, row.id) for _ in range(5)]
+    assert outcomes == ["sent", "skipped", "skipped", "skipped", "skipped"]
+    assert len(mailbox.messages) == 1
+    sent = _row(app)
+    assert sent.status == OutboxStatus.SENT and sent.attempts == 1 and sent.sent_at is not None
+
+
+def test_temporary_failure_is_retried_later_with_backoff(client, demo, app, mailbox):
+    sign(client)
+    mailbox.refusals["*"] = "421 4.7.0 try again later"
+    assert deliver_due(app) == {"retry": 1}
+    row = _row(app)
+    assert row.status == OutboxStatus.QUEUED and row.attempts == 1
+    assert "421" in row.last_error
+    assert row.next_attempt_at > utcnow()
+    assert deliver_due(app) == {}  # not due yet
+    mailbox.refusals.clear()
+    with app.app_context():
+        db.session.execute(update(OutboundEmail).values(next_attempt_at=utcnow()))
+        db.session.commit()
+    assert deliver_due(app) == {"sent": 1}
+    assert len(mailbox.messages) == 1
+
+
+def test_permanent_failure_is_not_retried(client, demo, app, mailbox):
+    sign(client, email="gone@example.com")
+    mailbox.refusals["gone@example.com"] = "550 5.1.1 no such user"
+    assert deliver_due(app) == {"failed": 1}
+    row = _row(app)
+    assert row.status == OutboxStatus.FAILED and "550" in row.last_error
+    with app.app_context():
+        db.session.execute(update(OutboundEmail).values(next_attempt_at=utcnow() - timedelta(days=1)))
+        db.session.commit()
+    assert deliver_due(app) == {}
+    assert mailbox.messages == []
+
+
+def test_gives_up_after_the_configured_attempts(make_app, mailbox):
+    app = make_app(OUTBOX_MAX_ATTEMPTS=3)
+    from campaign.services.demo import seed_demo
+
+    with app.app_context():
+        seed_demo(db.session)
+        db.session.commit()
+    sign(app.test_client())
+    mailbox.refusals["*"] = "451 4.3.0 busy"
+    outcomes = []
+    for _ in range(4):
+        with app.app_context():
+            db.session.execute(update(OutboundEmail).values(next_attempt_at=utcnow()))
+            db.session.commit()
+        outcomes.append(deliver_due(app))
+    assert outcomes == [{"retry": 1}, {"retry": 1}, {"failed": 1}, {}]
+    assert _row(app).attempts == 3
+
+
+def test_an_abandoned_claim_is_taken_over_after_its_lease(client, demo, app, mailbox):
+    sign(client)
+    row = _row(app)
+    with app.app_context():
+        # A worker claimed the row and died before sending.
+        db.session.execute(update(OutboundEmail).values(
+            status=OutboxStatus.SENDING, attempts=1, lease_until=utcnow() + timedelta(minutes=5)))
+        db.session.commit()
+        assert deliver(db.session, row.id) == "skipped"  # lease still running
+        db.session.execute(update(OutboundEmail).values(lease_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        assert deliver(db.session, row.id) == "sent"
+    assert len(mailbox.messages) == 1
+    assert _row(app).attempts == 2
+
+
+def test_email_no_longer_wanted_is_cancelled(client, demo, app, mailbox):
+    sign(client)
+    with app.app_context():
+        db.session.execute(update(Signature).values(status="invalidated"))
+        db.session.commit()
+    assert deliver_due(app) == {"cancelled": 1}
+    assert mailbox.messages == []
+
+
+def test_line_breaks_in_a_name_cannot_add_headers(client, demo, app, mailbox):
+    response = sign(client, name="Eve\r\nBcc: victim@example.com")
+    assert response.status_code == 400  # refused at the form
+    sign(client, name="Eve\u2028Bcc: victim@example.com")
+    deliver_due(app)
+    assert len(mailbox.messages) == 1
+    message = mailbox.messages[0]
+    assert message["Bcc"] is None
+    assert [address for _, address in getaddresses([str(message["To"])])] == ["ada@example.com"]
+
+
+def test_backoff_grows_and_has_jitter():
+    gaps = [backoff_seconds(n, 30, 3600) for n in range(1, 9)]
+    assert 15 <= gaps[0] <= 30
+    assert max(gaps) <= 3600
+    samples = {round(backoff_seconds(4, 30, 3600), 3) for _ in range(20)}
+    assert len(samples) > 1  # jitter: not all equal
+    assert min(backoff_seconds(6, 30, 3600) for _ in range(20)) > max(backoff_seconds(2, 30, 3600) for _ in range(20))
