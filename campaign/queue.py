@@ -21,7 +21,7 @@ QUEUE_NAMES = ("confirmations", "letters", "bulk", "maintenance")
 
 
 def celery_init_app(app: Flask) -> Celery:
-    class FlaskTask(Task):  # type: ignore[misc]
+    class FlaskTask(Task):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             with app.app_context():
                 return self.run(*args, **kwargs)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
-import socket
 
 from flask import current_app
 from flask_mail import BadHeaderError, Connection, Message
@@ -34,10 +34,8 @@ class _TimedConnection(Connection):
 
     def __exit__(self, *exc_info: object) -> None:
         # A failing QUIT must not hide the answer that mattered (a 550 would turn into a retry).
-        try:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
             super().__exit__(*exc_info)  # type: ignore[arg-type]
-        except (smtplib.SMTPException, OSError):
-            pass
 
 
 def send_message(message: Message) -> None:
@@ -59,5 +57,5 @@ def send_message(message: Message) -> None:
         if 500 <= error.smtp_code < 600:
             raise PermanentFailure(text) from error
         raise TemporaryFailure(text) from error
-    except (smtplib.SMTPException, OSError, socket.timeout) as error:
+    except (TimeoutError, smtplib.SMTPException, OSError) as error:
         raise TemporaryFailure(f"{type(error).__name__}: {error}") from error

@@ -7,12 +7,12 @@ import random
 from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from campaign.models import PetitionCounter
+from campaign.services.types import DbSession
 
 
-def signature_count(session: Session, petition_id: int) -> int:
+def signature_count(session: DbSession, petition_id: int) -> int:
     """Confirmed signatures that count: the sum of the petition's counter shards."""
     total = session.scalar(
         select(func.coalesce(func.sum(PetitionCounter.confirmed), 0)).where(
@@ -20,17 +20,17 @@ def signature_count(session: Session, petition_id: int) -> int:
     return int(total or 0)
 
 
-def signature_counts(session: Session, petition_ids: list[int]) -> dict[int, int]:
+def signature_counts(session: DbSession, petition_ids: list[int]) -> dict[int, int]:
     rows = session.execute(
         select(PetitionCounter.petition_id, func.sum(PetitionCounter.confirmed))
         .where(PetitionCounter.petition_id.in_(petition_ids))
         .group_by(PetitionCounter.petition_id))
-    counts = {pid: 0 for pid in petition_ids}
+    counts = dict.fromkeys(petition_ids, 0)
     counts.update({pid: int(total or 0) for pid, total in rows})
     return counts
 
 
-def add_to_count(session: Session, petition_id: int, delta: int) -> None:
+def add_to_count(session: DbSession, petition_id: int, delta: int) -> None:
     """Add delta to one random shard, in the caller's transaction.
 
     Concurrent confirmations land on different rows, so they rarely wait for each other;

@@ -8,11 +8,11 @@ import unicodedata
 from importlib import resources
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from campaign.models import Campaign, MailingPolicy, Petition, PetitionTarget, Target
 from campaign.services.markdown import render_markdown
 from campaign.services.petitions import create_counter_shards
+from campaign.services.types import DbSession
 
 DEMO_CAMPAIGN_SLUG = "chechnya"
 DEMO_PETITION_SLUG = "g20-chechnya"
@@ -46,7 +46,7 @@ def _example_address(name: str, country: str) -> str:
     return f"{local}@{country.lower()}.leaders.example.org"
 
 
-def seed_demo(session: Session) -> bool:
+def seed_demo(session: DbSession) -> bool:
     """Create the demo campaign, its 21 targets and its published petition.
 
     Idempotent: returns False and changes nothing when the petition already exists.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
 from campaign.mail.messages import Draft
 from campaign.models import OutboundEmail, Petition, Signature, SignatureStatus
 from campaign.services.counting import signature_count
@@ -11,9 +9,10 @@ from campaign.services.outbox import message_kind
 from campaign.services.petitions import absolute_url, petition_targets
 from campaign.services.privacy import cipher
 from campaign.services.signing import ALREADY_CONFIRMED, CONFIRMATION, confirmation_token
+from campaign.services.types import DbSession
 
 
-def _signer_context(session: Session, row: OutboundEmail) -> tuple[Signature, Petition, str, str] | None:
+def _signer_context(session: DbSession, row: OutboundEmail) -> tuple[Signature, Petition, str, str] | None:
     if row.signature_id is None:
         return None
     signature = session.get(Signature, row.signature_id)
@@ -28,7 +27,7 @@ def _signer_context(session: Session, row: OutboundEmail) -> tuple[Signature, Pe
 
 
 @message_kind(CONFIRMATION)
-def signature_confirmation(session: Session, row: OutboundEmail) -> Draft | None:
+def signature_confirmation(session: DbSession, row: OutboundEmail) -> Draft | None:
     found = _signer_context(session, row)
     if found is None:
         return None
@@ -53,7 +52,7 @@ def signature_confirmation(session: Session, row: OutboundEmail) -> Draft | None
 
 
 @message_kind(ALREADY_CONFIRMED)
-def signature_already_confirmed(session: Session, row: OutboundEmail) -> Draft | None:
+def signature_already_confirmed(session: DbSession, row: OutboundEmail) -> Draft | None:
     found = _signer_context(session, row)
     if found is None:
         return None

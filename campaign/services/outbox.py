@@ -19,12 +19,12 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import and_, event, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from campaign.mail.messages import Draft, build_message
 from campaign.mail.sender import PermanentFailure, TemporaryFailure, send_message
 from campaign.models import OutboundEmail, OutboxStatus
 from campaign.models.base import utcnow
+from campaign.services.types import DbSession
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ DEFAULT_QUEUE = "bulk"
 _PENDING = "campaign.outbox.new"
 
 # kind -> function(session, row) returning a Draft, or None when the email is no longer wanted.
-Builder = Callable[[Session, OutboundEmail], Draft | None]
+Builder = Callable[[DbSession, OutboundEmail], Draft | None]
 _builders: dict[str, Builder] = {}
 
 
@@ -51,7 +51,7 @@ def queue_for(kind: str) -> str:
     return QUEUES.get(kind, DEFAULT_QUEUE)
 
 
-def queue_email(session: Session, *, kind: str, key: str, **refs: Any) -> OutboundEmail | None:
+def queue_email(session: DbSession, *, kind: str, key: str, **refs: Any) -> OutboundEmail | None:
     """Add an outbox row in the caller's transaction; it is published once that commits.
 
     Returns None, and writes nothing, when a row with this idempotency key already exists.
@@ -83,7 +83,7 @@ def install_dispatch(session_factory: Any) -> None:
     _installed = True
 
     @event.listens_for(session_factory, "after_commit")
-    def _after_commit(session: Session) -> None:
+    def _after_commit(session: DbSession) -> None:
         pending = session.info.pop(_PENDING, [])
         if pending:
             publish = current_app.extensions["campaign.publish"]
@@ -91,13 +91,13 @@ def install_dispatch(session_factory: Any) -> None:
                 publish(email_id, queue_for(kind))
 
     @event.listens_for(session_factory, "after_soft_rollback")
-    def _after_soft_rollback(session: Session, previous_transaction: Any) -> None:
+    def _after_soft_rollback(session: DbSession, previous_transaction: Any) -> None:
         # Only the outermost rollback discards the queue; a savepoint's rollback does not.
         if previous_transaction.parent is None and previous_transaction.nested is False:
             session.info.pop(_PENDING, None)
 
 
-def due_emails(session: Session, limit: int, grace: float = 0.0) -> list[tuple[int, str]]:
+def due_emails(session: DbSession, limit: int, grace: float = 0.0) -> list[tuple[int, str]]:
     """Rows ready to send: queued and due, or claimed by a worker whose lease ran out.
 
     grace leaves alone rows that became due only moments ago: their task is most likely still
@@ -119,7 +119,7 @@ def _claimable(now: datetime) -> Any:
     )
 
 
-def claim(session: Session, email_id: int) -> OutboundEmail | None:
+def claim(session: DbSession, email_id: int) -> OutboundEmail | None:
     """Take the row for this worker with one conditional UPDATE; None if someone else has it."""
     now = utcnow()
     lease = now + timedelta(seconds=int(current_app.config["OUTBOX_LEASE_SECONDS"]))
@@ -134,7 +134,7 @@ def claim(session: Session, email_id: int) -> OutboundEmail | None:
     return session.get(OutboundEmail, email_id, populate_existing=True)
 
 
-def deliver(session: Session, email_id: int) -> str:
+def deliver(session: DbSession, email_id: int) -> str:
     """Send one outbox row if it is due and still wanted. Safe to call any number of times.
 
     Returns what happened: skipped (not claimable), sent, cancelled, retry or failed.
@@ -159,7 +159,7 @@ def deliver(session: Session, email_id: int) -> str:
     return _finish(session, row, OutboxStatus.SENT, "")
 
 
-def _finish(session: Session, row: OutboundEmail, status: OutboxStatus, error: str) -> str:
+def _finish(session: DbSession, row: OutboundEmail, status: OutboxStatus, error: str) -> str:
     now = utcnow()
     session.execute(
         update(OutboundEmail)
@@ -171,7 +171,7 @@ def _finish(session: Session, row: OutboundEmail, status: OutboxStatus, error: s
     return {OutboxStatus.SENT: "sent", OutboxStatus.CANCELLED: "cancelled"}.get(status, "failed")
 
 
-def _retry_later(session: Session, row: OutboundEmail, error: str) -> str:
+def _retry_later(session: DbSession, row: OutboundEmail, error: str) -> str:
     config = current_app.config
     if row.attempts >= int(config["OUTBOX_MAX_ATTEMPTS"]):
         return _finish(session, row, OutboxStatus.FAILED, f"gave up after {row.attempts} attempts: {error}")

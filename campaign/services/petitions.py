@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from campaign.models import Petition, PetitionCounter, PetitionTarget, Target
+from campaign.services.types import DbSession
 
 
 def absolute_url(path: str) -> str:
@@ -14,18 +14,18 @@ def absolute_url(path: str) -> str:
     return f"{current_app.config['BASE_URL']}{path}"
 
 
-def petition_by_slug(session: Session, slug: str) -> Petition | None:
+def petition_by_slug(session: DbSession, slug: str) -> Petition | None:
     return session.scalar(select(Petition).where(Petition.slug == slug))
 
 
-def petition_targets(session: Session, petition_id: int) -> list[Target]:
+def petition_targets(session: DbSession, petition_id: int) -> list[Target]:
     return list(session.scalars(
         select(Target).join(PetitionTarget, PetitionTarget.target_id == Target.id)
         .where(PetitionTarget.petition_id == petition_id)
         .order_by(PetitionTarget.position, Target.name)))
 
 
-def create_counter_shards(session: Session, petition: Petition) -> None:
+def create_counter_shards(session: DbSession, petition: Petition) -> None:
     """Pre-create the counter rows so the first confirmations update rather than insert."""
     session.flush()
     for shard in range(int(current_app.config["COUNTER_SHARDS"])):

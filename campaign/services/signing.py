@@ -12,7 +12,6 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from campaign.models import OutboundEmail, Petition, Signature, SignatureStatus
 from campaign.models.base import utcnow
@@ -20,6 +19,7 @@ from campaign.services.counting import add_to_count
 from campaign.services.emails import Email
 from campaign.services.outbox import queue_email
 from campaign.services.privacy import cipher
+from campaign.services.types import DbSession
 
 CONFIRMATION = "signature_confirmation"
 ALREADY_CONFIRMED = "signature_already_confirmed"
@@ -48,7 +48,7 @@ class SignOutcome(StrEnum):
     RACED = "raced"
 
 
-def sign_petition(session: Session, petition: Petition, signer: SignerInput,
+def sign_petition(session: DbSession, petition: Petition, signer: SignerInput,
                   ip: str | None = None) -> SignOutcome:
     """Record a pending signature and queue its confirmation email, in the caller's transaction.
 
@@ -113,7 +113,7 @@ def sign_petition(session: Session, petition: Petition, signer: SignerInput,
     return outcome
 
 
-def _form_emails(session: Session, index: str, petition_id: int) -> tuple[int, int]:
+def _form_emails(session: DbSession, index: str, petition_id: int) -> tuple[int, int]:
     """Emails the public form has caused to this mailbox: for this petition, and in 24 hours."""
     since = utcnow() - timedelta(days=1)
     base = select(func.count()).select_from(OutboundEmail).where(
@@ -141,7 +141,7 @@ class TokenError(ValueError):
         self.reason = reason  # "expired" or "invalid"
 
 
-def signature_for_token(session: Session, token: str) -> Signature:
+def signature_for_token(session: DbSession, token: str) -> Signature:
     """The signature a confirmation link is for. Raises TokenError."""
     try:
         data: Any = _serializer().loads(token, max_age=int(current_app.config["CONFIRM_TOKEN_MAX_AGE"]))
@@ -157,7 +157,7 @@ def signature_for_token(session: Session, token: str) -> Signature:
     return signature
 
 
-def confirm_signature(session: Session, signature: Signature) -> bool:
+def confirm_signature(session: DbSession, signature: Signature) -> bool:
     """Confirm a pending signature and count it, in the caller's transaction.
 
     Idempotent: returns True only for the call that moved it from pending to confirmed, so a

@@ -8,8 +8,8 @@ from flask import Blueprint, jsonify
 
 from campaign.extensions import db
 from campaign.models.petitions import VISIBLE
-from campaign.services.countries import country_name
 from campaign.services.counting import signature_count
+from campaign.services.countries import country_name
 from campaign.services.petitions import absolute_url, petition_by_slug, petition_targets
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")

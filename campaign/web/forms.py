@@ -39,7 +39,8 @@ class SignForm(FlaskForm):
         DataRequired("Enter your full name."), Length(max=200, message="Use at most 200 characters."),
         no_control_characters])
     email = StringField("Email", filters=[_strip], validators=[
-        DataRequired("Enter your email address."), Length(max=254, message="That email address is too long.")])
+        DataRequired("Enter your email address."),
+        Length(max=254, message="That email address is too long.")])
     country = SelectField("Country", validators=[DataRequired("Choose your country.")],
                           validate_choice=False)
     postcode = StringField("Postcode", filters=[_strip], validators=[

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, make_response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from sqlalchemy import select
 
 from campaign.extensions import db
 from campaign.models import Petition, SignatureStatus
 from campaign.models.petitions import VISIBLE
-from campaign.services.countries import country_name, flag, is_country
 from campaign.services.counting import signature_count, signature_counts
+from campaign.services.countries import country_name, flag, is_country
 from campaign.services.emails import InvalidEmail, parse_email
 from campaign.services.petitions import petition_by_slug, petition_targets
 from campaign.services.signing import (
@@ -88,8 +98,8 @@ def sign(slug: str) -> Any:
     if not same_origin_post():
         abort(400, description="This form can only be sent from this site's own page.")
     form = SignForm()
-    token_problem = check_form_token(request.form.get("form_token", ""), petition.id)
-    if token_problem == "invalid":
+    form_problem = check_form_token(request.form.get("form_token", ""), petition.id)
+    if form_problem == "invalid":
         abort(400, description="The form was incomplete or altered. Reload the page and sign again.")
     if not form.validate():
         return _render_petition(petition, form, 400)
@@ -99,7 +109,7 @@ def sign(slug: str) -> Any:
     except InvalidEmail as error:
         form.email.errors = [str(error)]
         return _render_petition(petition, form, 400)
-    if token_problem == "expired":
+    if form_problem == "expired":
         # Keep what they typed; a fresh token comes with the re-rendered form.
         return _render_petition(petition, form, 400,
                                 form_error="This page was open for a long time. Please check and send again.")
@@ -129,7 +139,7 @@ def _signature_or_error(token: str) -> Any:
         abort(make_response(render_template("public/bad_link.html", reason=error.reason), status))
 
 
-def _private(response: Response) -> Response:
+def _private(response: Any) -> Any:
     # The URL carries a token: keep it out of caches and other sites' Referer headers.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
