@@ -118,7 +118,7 @@ def pg_url() -> Iterator[str]:
     """A database of this test process's own on the local PostgreSQL, with the schema."""
     import psycopg
 
-    name = f"campaign_test_{xdist_index()}"
+    name = f"campaign_test_{xdist_index()}_{os.getpid()}"
 
     def create() -> None:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
