@@ -32,14 +32,17 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} -m "not integration and not browser" $(PYTEST_ARGS)
 
+## A worker or beat on their own, in development unless CAMPAIGN_ENV says otherwise.
 worker: install
-	$(BIN)/celery -A worker worker -Q confirmations,letters,bulk,maintenance --loglevel INFO
+	CAMPAIGN_ENV=$${CAMPAIGN_ENV:-development} $(BIN)/celery -A worker worker --loglevel INFO
 
 beat: install
-	$(BIN)/celery -A worker beat --loglevel INFO
+	CAMPAIGN_ENV=$${CAMPAIGN_ENV:-development} $(BIN)/celery -A worker beat --loglevel INFO
 
 lint: install
 	$(BIN)/ruff check .
+
+typecheck: install
 	$(BIN)/mypy
 
 bench: install

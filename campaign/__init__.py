@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,25 +92,10 @@ def register_security(app: Flask) -> None:
     app.after_request(apply_security_headers)
 
 
-class _RedactTokens(logging.Filter):
-    """Access logs print paths; the tokens in confirm and data links must not reach them."""
-
-    pattern = re.compile(r"/(confirm|unsubscribe|my-data)/[^\s\"?]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(
-                self.pattern.sub(r"/\1/[redacted]", a) if isinstance(a, str) else a
-                for a in (record.args if isinstance(record.args, tuple) else (record.args,)))
-        record.msg = self.pattern.sub(r"/\1/[redacted]", str(record.msg))
-        return True
-
-
 def register_logging(app: Flask) -> None:
-    for name in ("werkzeug", "gunicorn.access"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _RedactTokens) for f in logger.filters):
-            logger.addFilter(_RedactTokens())
+    from campaign.logs import install_redaction
+
+    install_redaction("werkzeug", "gunicorn.access")
 
 
 def register_commands(app: Flask) -> None:

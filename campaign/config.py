@@ -39,7 +39,7 @@ SETTINGS: tuple[Setting, ...] = (
             "absolute origin for links in emails, e.g. https://act.example.org; required in production"),
     Setting("DATABASE_URL", None, str,
             "SQLAlchemy URL; plain postgresql:// is rewritten to psycopg 3; default: SQLite in instance/"),
-    Setting("REDIS_URL", None, str, "Redis for the broker and rate limits"),
+    Setting("REDIS_URL", None, str, "Redis: the Celery broker in production"),
     Setting("CELERY_BROKER_URL", None, str,
             "defaults to REDIS_URL; development uses a filesystem broker under instance/"),
     Setting("SIGNER_DATA_KEYS", None, str,
@@ -140,6 +140,7 @@ def load_config(instance_path: str, overrides: Mapping[str, Any] | None = None,
     """Build the Flask config: overrides win over the environment, which wins over defaults."""
     env = os.environ if environ is None else environ
     overrides = dict(overrides or {})
+    given = set(env) | set(overrides)
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         if setting.name in overrides:
@@ -160,6 +161,8 @@ def load_config(instance_path: str, overrides: Mapping[str, Any] | None = None,
                 "production needs " + ", ".join(missing)
                 + " (see docs/configuration.md; set CAMPAIGN_ENV=development for the embedded default)"
             )
+        if not values["CELERY_BROKER_URL"] and not values["REDIS_URL"]:
+            raise ConfigError("production needs REDIS_URL (or CELERY_BROKER_URL) for the task queue")
         if values["CRASH_POINT"]:
             raise ConfigError("CRASH_POINT is for fault tests and cannot be set in production")
         if values["DEV_MAILBOX"]:
@@ -171,10 +174,10 @@ def load_config(instance_path: str, overrides: Mapping[str, Any] | None = None,
         values["DATABASE_URL"] = values["DATABASE_URL"] or f"sqlite:///{instance / 'campaign.db'}"
         if not values["CELERY_BROKER_URL"] and not values["REDIS_URL"]:
             values["CELERY_BROKER_URL"] = "filesystem://"
-        if "MAIL_SERVER" not in env and "MAIL_SERVER" not in overrides:
+        if "MAIL_SERVER" not in given:
             values["MAIL_SERVER"] = "127.0.0.1"
             values["MAIL_PORT"] = values["DEV_SMTP_PORT"]
-        if "DEV_MAILBOX" not in env:
+        if "DEV_MAILBOX" not in given:
             values["DEV_MAILBOX"] = True
 
     if not values["SECRET_KEY"] or not values["SIGNER_DATA_KEYS"] or not values["BLIND_INDEX_KEY"]:

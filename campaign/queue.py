@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Celery, Task
 from flask import Flask
+from kombu import Queue
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,11 @@ def _celery_config(app: Flask) -> dict[str, Any]:
     transport: dict[str, Any] = {}
     if broker.startswith("filesystem"):
         folder = Path(app.instance_path) / "broker"
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport = {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
-                     "processed_folder": str(folder / "processed"), "store_processed": False}
+                     "processed_folder": str(folder / "processed"), "store_processed": False,
+                     "control_folder": str(folder / "control")}
     elif broker.startswith(("redis", "rediss")):
         transport = {"socket_connect_timeout": timeout, "socket_timeout": max(timeout, 5.0),
                      "visibility_timeout": int(config["CELERY_VISIBILITY_TIMEOUT"])}
@@ -55,7 +57,8 @@ def _celery_config(app: Flask) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "task_ignore_result": True,
         "task_default_queue": "bulk",
-        "task_create_missing_queues": True,
+        # A worker started without -Q consumes every queue; -Q picks a subset per machine.
+        "task_queues": [Queue(name) for name in QUEUE_NAMES],
         # A task is acknowledged after it ran; a killed worker's task comes back.
         # The outbox claim makes the second run harmless.
         "task_acks_late": True,

@@ -17,7 +17,7 @@ def test_production_is_the_default_and_needs_its_secrets(tmp_path):
 
 
 def test_production_refuses_the_dev_mailbox_and_crash_points(tmp_path):
-    env = {"SECRET_KEY": "k", "BASE_URL": "https://act.example.org", "SIGNER_DATA_KEYS": "x",
+    env = {"SECRET_KEY": "k", "BASE_URL": "https://act.example.org", "SIGNER_DATA_KEYS": "x", "REDIS_URL": "redis://r:6379/0",
            "BLIND_INDEX_KEY": "y", "DATABASE_URL": "postgresql://u@db:5432/campaign"}
     assert load_config(str(tmp_path), environ=env)["CAMPAIGN_ENV"] == "production"
     with pytest.raises(ConfigError, match="DEV_MAILBOX"):
@@ -60,3 +60,17 @@ def test_every_setting_can_come_from_the_environment(tmp_path):
     assert config["EMAILS_PER_ADDRESS_PER_PETITION"] == 3
     assert config["OUTBOX_SWEEP_INTERVAL"] == 2.5
     assert config["DEV_MAILBOX"] is False
+
+
+def test_production_needs_a_broker(tmp_path):
+    env = {"SECRET_KEY": "k", "BASE_URL": "https://act.example.org", "SIGNER_DATA_KEYS": "x",
+           "BLIND_INDEX_KEY": "y", "DATABASE_URL": "postgresql://u@db:5432/campaign"}
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        load_config(str(tmp_path), environ=env)
+    assert load_config(str(tmp_path), environ=env | {"CELERY_BROKER_URL": "redis://r/1"})["CELERY_BROKER_URL"]
+
+
+def test_explicit_mail_settings_win_in_development(tmp_path):
+    config = load_config(str(tmp_path), {"MAIL_SERVER": "smtp.internal", "DEV_MAILBOX": False},
+                         environ={"CAMPAIGN_ENV": "development"})
+    assert config["MAIL_SERVER"] == "smtp.internal" and config["DEV_MAILBOX"] is False

@@ -8,7 +8,6 @@ import logging
 import re
 import shlex
 from datetime import timedelta
-from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 

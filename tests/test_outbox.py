@@ -124,3 +124,38 @@ def test_backoff_grows_and_has_jitter():
     samples = {round(backoff_seconds(4, 30, 3600), 3) for _ in range(20)}
     assert len(samples) > 1  # jitter: not all equal
     assert min(backoff_seconds(6, 30, 3600) for _ in range(20)) > max(backoff_seconds(2, 30, 3600) for _ in range(20))
+
+
+def test_a_message_that_kills_its_worker_every_time_ends_as_failed(client, demo, app, mailbox):
+    from campaign.services.outbox import fail_abandoned
+
+    sign(client)
+    row = _row(app)
+    with app.app_context():
+        db.session.execute(update(OutboundEmail).values(
+            status=OutboxStatus.SENDING, attempts=app.config["OUTBOX_MAX_ATTEMPTS"],
+            lease_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        assert deliver(db.session, row.id) == "skipped"
+        assert fail_abandoned(db.session) == 1
+    assert _row(app).status == OutboxStatus.FAILED
+    assert mailbox.messages == []
+
+
+def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_claim(client, demo, app, mailbox):
+    from campaign.services.outbox import _finish, claim
+
+    sign(client)
+    row_id = _row(app).id
+    with app.app_context():
+        stale = claim(db.session, row_id)
+        assert stale is not None
+        db.session.expunge(stale)
+        # Its lease runs out and another worker claims the row.
+        db.session.execute(update(OutboundEmail).values(lease_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        fresh = claim(db.session, row_id)
+        assert fresh is not None and fresh.attempts == 2
+        _finish(db.session, stale, OutboxStatus.FAILED, "stale worker")
+    row = _row(app)
+    assert row.status == OutboxStatus.SENDING and row.last_error == ""

@@ -6,7 +6,7 @@ from celery import shared_task
 from flask import current_app
 
 from campaign.extensions import db
-from campaign.services.outbox import deliver, due_emails, queue_for
+from campaign.services.outbox import deliver, due_emails, fail_abandoned, queue_for
 
 
 @shared_task(name="outbox.send", ignore_result=True)
@@ -21,6 +21,7 @@ def send_email(email_id: int) -> str:
 def sweep_outbox() -> int:
     """Re-publish due rows; a lost or never-published task costs a delay, not an email."""
     try:
+        fail_abandoned(db.session)
         due = due_emails(db.session, limit=int(current_app.config["OUTBOX_SWEEP_BATCH"]),
                          grace=float(current_app.config["OUTBOX_SWEEP_GRACE"]))
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import smtplib
+import ssl
 
 from flask import current_app
 from flask_mail import BadHeaderError, Connection, Message
@@ -21,13 +22,15 @@ class _TimedConnection(Connection):
     # Flask-Mail opens smtplib connections without a timeout; a stuck server would hang a worker.
     def configure_host(self) -> smtplib.SMTP | smtplib.SMTP_SSL:
         timeout = float(current_app.config["MAIL_TIMEOUT"])
+        # smtplib verifies no certificate unless given a context.
+        context = ssl.create_default_context()
         host: smtplib.SMTP | smtplib.SMTP_SSL
         if self.mail.use_ssl:
-            host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, timeout=timeout)
+            host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, timeout=timeout, context=context)
         else:
             host = smtplib.SMTP(self.mail.server, self.mail.port, timeout=timeout)
         if self.mail.use_tls:
-            host.starttls()
+            host.starttls(context=context)
         if self.mail.username and self.mail.password:
             host.login(self.mail.username, self.mail.password)
         return host

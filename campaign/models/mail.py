@@ -30,7 +30,8 @@ class OutboundEmail(Base):
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
-    # e.g. "signature_confirmation:<signature id>:<n>": a second row for the same email is refused.
+    # e.g. "form:<signature id>:<n>" (the nth email the form caused): a second row for the same
+    # email is refused by the unique index.
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(64))
     petition_id: Mapped[int | None] = mapped_column(

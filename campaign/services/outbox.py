@@ -113,10 +113,27 @@ def due_emails(session: DbSession, limit: int, grace: float = 0.0) -> list[tuple
 
 
 def _claimable(now: datetime) -> Any:
+    # An abandoned claim is taken over only while attempts remain: a message that kills its
+    # worker every time must end, not loop (fail_abandoned marks it failed).
+    max_attempts = int(current_app.config["OUTBOX_MAX_ATTEMPTS"])
     return or_(
         and_(OutboundEmail.status == OutboxStatus.QUEUED, OutboundEmail.next_attempt_at <= now),
-        and_(OutboundEmail.status == OutboxStatus.SENDING, OutboundEmail.lease_until < now),
+        and_(OutboundEmail.status == OutboxStatus.SENDING, OutboundEmail.lease_until < now,
+             OutboundEmail.attempts < max_attempts),
     )
+
+
+def fail_abandoned(session: DbSession) -> int:
+    """Mark failed the rows whose worker died on every allowed attempt. Returns how many."""
+    result = session.execute(
+        update(OutboundEmail)
+        .where(OutboundEmail.status == OutboxStatus.SENDING, OutboundEmail.lease_until < utcnow(),
+               OutboundEmail.attempts >= int(current_app.config["OUTBOX_MAX_ATTEMPTS"]))
+        .values(status=OutboxStatus.FAILED, lease_until=None,
+                last_error="the worker stopped while sending, on every attempt")
+        .execution_options(synchronize_session=False))
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def claim(session: DbSession, email_id: int) -> OutboundEmail | None:
@@ -159,11 +176,18 @@ def deliver(session: DbSession, email_id: int) -> str:
     return _finish(session, row, OutboxStatus.SENT, "")
 
 
+def _ours(row: OutboundEmail) -> Any:
+    # The lease is the claim's fencing token: a worker that outlived its lease, after another
+    # took the row over, must not overwrite the newer claim's outcome.
+    return and_(OutboundEmail.id == row.id, OutboundEmail.status == OutboxStatus.SENDING,
+                OutboundEmail.lease_until == row.lease_until)
+
+
 def _finish(session: DbSession, row: OutboundEmail, status: OutboxStatus, error: str) -> str:
     now = utcnow()
     session.execute(
         update(OutboundEmail)
-        .where(OutboundEmail.id == row.id, OutboundEmail.status == OutboxStatus.SENDING)
+        .where(_ours(row))
         .values(status=status, lease_until=None, last_error=error[:2000],
                 sent_at=now if status == OutboxStatus.SENT else None)
         .execution_options(synchronize_session=False))
@@ -179,7 +203,7 @@ def _retry_later(session: DbSession, row: OutboundEmail, error: str) -> str:
                             int(config["OUTBOX_BACKOFF_MAX"]))
     session.execute(
         update(OutboundEmail)
-        .where(OutboundEmail.id == row.id, OutboundEmail.status == OutboxStatus.SENDING)
+        .where(_ours(row))
         .values(status=OutboxStatus.QUEUED, lease_until=None, last_error=error[:2000],
                 next_attempt_at=utcnow() + timedelta(seconds=delay))
         .execution_options(synchronize_session=False))
