@@ -31,6 +31,8 @@ bind = [b.strip() for b in
 workers = int(os.environ.get("WEB_CONCURRENCY") or min(2 * _cpus() + 1, 16))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 proc_name = "campaign-web"
+# gunicorn 27 opens a control socket in ~/.gunicorn by default; two instances would share it.
+control_socket_disable = True
 
 accesslog = "-"
 errorlog = "-"
