@@ -8,9 +8,12 @@
   }
 
   // After a failed submit, bring the list of errors into view and focus, so it is read out.
+  // (After load: scrolling to the form's #sign fragment clears the focus in Chromium.)
   var summary = document.querySelector("[data-error-summary]");
   if (summary) {
-    summary.focus();
+    window.addEventListener("load", function () {
+      window.setTimeout(function () { summary.focus(); }, 0);
+    });
   }
   // Links in the error list put the caret into the field itself, not just scroll to it.
   each("[data-error-summary] a[href^='#']", function (link) {
