@@ -59,6 +59,13 @@ def smtp_port(_sink: tuple[Any, SinkHandler]) -> int:
 
 # --- SQLite apps ----------------------------------------------------------------------------
 
+def _dispose(apps: list[Flask]) -> None:
+    for app in apps:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
 def _build(config: dict[str, Any]) -> Flask:
     app = create_app(config)
     with app.app_context():
@@ -78,10 +85,7 @@ def make_app(tmp_path: Path, smtp_port: int) -> Iterator[Callable[..., Flask]]:
         return app
 
     yield factory
-    for app in built:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
+    _dispose(built)
 
 
 @pytest.fixture
@@ -158,10 +162,7 @@ def make_pg_app(pg_url: str, smtp_port: int) -> Iterator[Callable[..., Flask]]:
         return app
 
     yield factory
-    for app in built:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
+    _dispose(built)
 
 
 # --- Celery worker processes --------------------------------------------------------------
