@@ -48,7 +48,9 @@ def _celery_config(app: Flask) -> dict[str, Any]:
                      "processed_folder": str(folder / "processed"), "store_processed": False,
                      "control_folder": str(folder / "control")}
     elif broker.startswith(("redis", "rediss")):
-        transport = {"socket_connect_timeout": timeout, "socket_timeout": max(timeout, 5.0),
+        # One short timeout for every Redis command: a hung Redis must not hold a signing request
+        # (kombu polls BRPOP with a 1 s timeout, which stays below it).
+        transport = {"socket_connect_timeout": timeout, "socket_timeout": max(timeout, 1.5),
                      "visibility_timeout": int(config["CELERY_VISIBILITY_TIMEOUT"])}
     return {
         "broker_url": broker,
