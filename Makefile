@@ -20,6 +20,7 @@ install: $(STAMP)
 run: install
 	$(DEV) $(BIN)/flask --app app db upgrade
 	$(DEV) $(BIN)/flask --app app seed-demo
+	@$(DEV) $(BIN)/flask --app app demo-credentials
 	@echo "Open http://127.0.0.1:5000/petitions/g20-chechnya  (emails: http://127.0.0.1:5000/dev/mailbox)"
 	$(DEV) $(BIN)/honcho -f Procfile.dev start
 
@@ -45,8 +46,19 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-bench: install
-	@ls bench/*.py >/dev/null 2>&1 && for script in bench/*.py; do $(BIN)/python $$script || exit 1; done || echo "no benchmarks yet"
+## Benchmarks (about 15 minutes; never part of `make test`). Needs PostgreSQL and Redis on 127.0.0.1;
+## figures print and go to bench/results/*.json. Each script runs alone too: bench/<name>.py --help.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
+	$(BIN)/python bench/sign.py --clients 1,8,32,128 --seconds 15 --warmup 3
+	$(BIN)/python bench/surge.py --rate 330 --seconds 60 --sample 300
+	$(BIN)/python bench/page.py --rows 1000000 --seconds 15
+	@if [ -f bench/restore_drill.py ]; then $(BIN)/python bench/restore_drill.py; fi
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache test-artifacts

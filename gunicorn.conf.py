@@ -2,6 +2,8 @@
 
 Environment: GUNICORN_BIND (default 127.0.0.1:$PORT, PORT defaulting to 8000), WEB_CONCURRENCY
 (worker processes; default 2 x CPUs + 1, at most 16) and GUNICORN_TIMEOUT (seconds, default 30).
+The workers' SQLALCHEMY_POOL_SIZE / SQLALCHEMY_MAX_OVERFLOW / PAGE_MICROCACHE default to 1 / 2 / 1 here
+(see raw_env).
 """
 
 from __future__ import annotations
@@ -30,6 +32,17 @@ bind = [b.strip() for b in
 # transaction. Capped so a large host does not exhaust PostgreSQL's max_connections.
 workers = int(os.environ.get("WEB_CONCURRENCY") or min(2 * _cpus() + 1, 16))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# The database pool, sized for sync workers: a worker serves one request at a time and the request
+# holds one connection, so a pool of 1 (plus 2 overflow for a rare second connection) keeps a web
+# machine at about `workers` PostgreSQL connections, never above 3 x workers, instead of the
+# library default of 5 + 10 per process. Set SQLALCHEMY_POOL_SIZE / SQLALCHEMY_MAX_OVERFLOW in
+# the environment to override (docs/operations.md, "Scaling out").
+# PAGE_MICROCACHE=1: a worker serves the petition page it rendered in the last second again without
+# a query, which lets a viral petition's page cost about what a static template costs
+# (docs/performance.md); the count on it is then at most a second old.
+raw_env = [f"{name}={default}" for name, default in
+           (("SQLALCHEMY_POOL_SIZE", "1"), ("SQLALCHEMY_MAX_OVERFLOW", "2"), ("PAGE_MICROCACHE", "1"))
+           if name not in os.environ]
 proc_name = "campaign-web"
 # gunicorn 27 opens a control socket in ~/.gunicorn by default; two instances would share it.
 control_socket_disable = True

@@ -19,7 +19,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                 static_folder="../static")
     app.config.from_mapping(load_config(app.instance_path, config))
     register_extensions(app)
+    register_operations(app)
     register_blueprints(app)
+    register_mailings(app)
+    register_abuse(app)
     register_security(app)
     register_logging(app)
     register_commands(app)
@@ -71,25 +74,74 @@ def _tune_sqlite() -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from campaign.web import api, errors, public
+    from campaign.web import api, embed, errors, public
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(embed.bp)
     errors.register(app)
     # The sign form carries its own signed token (petition pages set no session cookie);
     # the API authenticates with tokens, not cookies. Every other POST needs the session token.
     csrf.exempt(public.sign)
     csrf.exempt(api.bp)
+    # The widget's form (in a partner's iframe, no cookies) carries the sign form's signed token.
+    csrf.exempt(embed.sign)
+    register_organizers(app)
     if app.config["DEV_MAILBOX"]:
         from campaign.web import dev
 
         app.register_blueprint(dev.bp)
 
 
+def register_organizers(app: Flask) -> None:
+    """Organizer accounts (Flask-Login), their pages and their email kinds."""
+    from datetime import timedelta
+
+    from campaign.services import account_mail  # noqa: F401 - registers the account email kinds
+    from campaign.web import auth, organize
+
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=int(app.config["SESSION_LIFETIME"]))
+    auth.install(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(organize.bp)
+
+
+def register_mailings(app: Flask) -> None:
+    """Issue 4, mail to officials: the letter_to_target, delivery_to_target, target_failing and
+    leader_response email kinds, and the organizer's mailing pages."""
+    from campaign.services import deliveries, letters, responses  # noqa: F401 - registers the kinds
+    from campaign.web import mailings
+
+    app.register_blueprint(mailings.bp)
+
+
+def register_abuse(app: Flask) -> None:
+    """Issue 6: rate limits on every blueprint registered so far, the moderation and admin
+    pages, the trending alert email kind, and the privacy commands."""
+    from campaign.cli import register_abuse_commands
+    from campaign.services import abuse  # noqa: F401 - registers the trending_alert email kind
+    from campaign.web import moderation, ratelimit
+
+    moderation.install(app)
+    ratelimit.install(app)
+    register_abuse_commands(app)
+
+
 def register_security(app: Flask) -> None:
     from campaign.web.security import apply_security_headers
 
     app.after_request(apply_security_headers)
+
+
+def register_operations(app: Flask) -> None:
+    """Logs (format, level, request ids), request metrics, and /readyz and /metrics."""
+    from campaign.observability import configure_logging
+    from campaign.ops_commands import register as register_ops_commands
+    from campaign.web import ops
+
+    configure_logging(app)
+    ops.init_app(app)
+    register_ops_commands(app)
 
 
 def register_logging(app: Flask) -> None:

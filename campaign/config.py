@@ -75,6 +75,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CELERY_VISIBILITY_TIMEOUT", 3600, int,
             "seconds before Redis hands an unacknowledged task to another worker"),
     Setting("BROKER_CONNECT_TIMEOUT", 2.0, float, "seconds the web process waits for the broker"),
+    Setting("CELERY_SOFT_SHUTDOWN_TIMEOUT", 10.0, float,
+            "seconds a worker told to stop at once (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT) "
+            "lets running sends finish before it cancels them (Celery's worker_soft_shutdown_timeout)"),
+    Setting("CELERY_BROKER_FOLDER", None, str,
+            "filesystem broker only: its folder; default instance/broker"),
     Setting("EMAIL_CHECK_DELIVERABILITY", False, bool,
             "look up the email domain's MX in DNS when signing (adds latency to the signing path)"),
     Setting("DEV_MAILBOX", False, bool,
@@ -86,6 +91,99 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROXY_FIX_HOPS", 0, int, "trusted reverse proxies in front of the app (X-Forwarded-*)"),
     Setting("SQLALCHEMY_POOL_SIZE", 5, int, "database connections per process (PostgreSQL)"),
     Setting("SQLALCHEMY_MAX_OVERFLOW", 10, int, "extra connections a process may open under load"),
+    # Organizer accounts (issue 3): docs/organizers.md.
+    Setting("SIGNUPS_OPEN", False, bool,
+            "organizer sign-ups are active once their email is verified, without an admin's approval"),
+    Setting("REVIEW_REQUIRED", False, bool,
+            "petitions go to an admin's review queue before they are published"),
+    Setting("REQUIRE_TOTP_FOR_ADMINS", False, bool,
+            "admins must set up a TOTP second factor before they can use organizer pages"),
+    Setting("LOGIN_ATTEMPTS_PER_ACCOUNT", 5, int,
+            "failed sign-ins for one email address within LOGIN_ATTEMPT_WINDOW before it is refused (429)"),
+    Setting("LOGIN_ATTEMPTS_PER_IP", 20, int,
+            "failed sign-ins from one client address within LOGIN_ATTEMPT_WINDOW before it is refused (429)"),
+    Setting("LOGIN_ATTEMPT_WINDOW", 900, int, "seconds over which failed sign-ins are counted"),
+    Setting("RESET_TOKEN_MAX_AGE", 3600, int, "seconds a password reset link stays valid"),
+    Setting("SIGNUP_TOKEN_MAX_AGE", 86400, int, "seconds an organizer's email verification link stays valid"),
+    Setting("INVITATION_MAX_AGE", 7 * 86400, int, "seconds an invitation to co-organize stays valid"),
+    Setting("PASSWORD_HASH_MEMORY_KIB", 65536, int,
+            "Argon2id memory per password hash, KiB (at least 19456)"),
+    Setting("PASSWORD_HASH_TIME_COST", 3, int, "Argon2id iterations per password hash (at least 2)"),
+    Setting("PASSWORD_HASH_PARALLELISM", 4, int, "Argon2id lanes per password hash"),
+    Setting("SIGNATURE_SEARCH_LIMIT", 50_000, int,
+            "signatures an organizer's name search may decrypt; beyond it, narrow the filter"),
+    Setting("SESSION_LIFETIME", 12 * 3600, int, "seconds an organizer stays signed in"),
+    Setting("FORM_TOKEN_BUCKET", 60, int,
+            "seconds of one sign-form token window: pages rendered within it carry the same token"),
+    Setting("PAGE_MAX_AGE", 5, int, "seconds a cache may serve an anonymous petition page without asking"),
+    Setting("PAGE_STALE_WHILE_REVALIDATE", 30, int,
+            "seconds a cache may serve a stale petition page while it revalidates in the background"),
+    Setting("PAGE_CACHE_SIZE", 256, int, "rendered petition pages kept per web process (0: none)"),
+    Setting("PAGE_MICROCACHE", 0.0, float,
+            "seconds a web process serves the same petition page without reading the database "
+            "(gunicorn.conf.py sets 1; 0: off)"),
+    # Operations (issue 11): docs/operations.md.
+    Setting("LOG_FORMAT", None, str, "json or text; default: json in production, text otherwise"),
+    Setting("LOG_LEVEL", "INFO", str, "level of every process's log: DEBUG, INFO, WARNING or ERROR"),
+    Setting("METRICS_TOKEN", None, str,
+            "bearer token for /metrics; unset: 404 in production, loopback clients only otherwise"),
+    Setting("METRICS_DB_TIMEOUT", 3.0, float, "seconds /metrics waits for its database and broker queries"),
+    Setting("METRICS_RECENT_WINDOW", 900, int, "seconds back that the recently-sent email gauge counts"),
+    Setting("PROMETHEUS_MULTIPROC_DIR", None, str,
+            "prometheus_client's multiprocess folder (several gunicorn workers); emptied before start"),
+    Setting("READYZ_TIMEOUT", 2.0, float, "seconds /readyz waits for its checks before answering 503"),
+    Setting("DATABASE_CONNECT_TIMEOUT", 5, int, "seconds a PostgreSQL connection attempt may take"),
+    # The API and the embeddable widget (issue 8): docs/api.md.
+    Setting("EMBED_FRAME_ANCESTORS", "*", str,
+            "sites that may frame the /embed/ sign widget: a CSP frame-ancestors source list"),
+    # Abuse resistance, privacy and security (issue 6): docs/security.md.
+    Setting("RATELIMIT_STORAGE_URI", None, str,
+            "Flask-Limiter storage; default: REDIS_URL in production, memory:// otherwise"),
+    Setting("RATELIMIT_LOGIN_PER_IP", "30 per minute; 300 per hour", str,
+            "sign-in requests (POST) one client address may send before 429"),
+    Setting("RATELIMIT_LOGIN_PER_ACCOUNT", "20 per minute; 100 per hour", str,
+            "sign-in requests (POST) naming one email address before 429"),
+    Setting("RATELIMIT_RESET_PER_IP", "10 per minute; 50 per hour", str,
+            "password reset requests (POST) one client address may send before 429"),
+    Setting("RATELIMIT_RESET_PER_ACCOUNT", "5 per hour", str,
+            "password reset requests (POST) naming one email address before 429"),
+    Setting("RATELIMIT_API", "120 per minute; 3000 per hour", str, "requests to /api/ per client address"),
+    Setting("RATELIMIT_ORGANIZER", "120 per minute; 2000 per hour", str,
+            "organizer and admin actions (POST) per signed-in account, or per address when signed out"),
+    Setting("SIGNING_MIN_FILL_SECONDS", 3, int,
+            "a signature sent sooner than this after its form token's issue time is held"),
+    Setting("SIGNING_IP_BURST", "1/60, 5/300", str,
+            "signatures per client address per petition (count/seconds, ...) before further ones are held"),
+    Setting("SIGNING_DOMAIN_BURST", "30/60, 100/300", str,
+            "signatures per email domain per petition (count/seconds, ...) before further ones are held"),
+    Setting("SIGNING_COMMON_DOMAINS",
+            "gmail.com, outlook.com, hotmail.com, live.com, yahoo.com, icloud.com, me.com, aol.com, "
+            "proton.me, protonmail.com, gmx.de, gmx.net, web.de, t-online.de, orange.fr, free.fr, "
+            "yandex.ru, mail.ru, qq.com, 163.com", str,
+            "large mailbox providers left out of domain bursts and domain trending alerts"),
+    Setting("DISPOSABLE_DOMAINS_FILE", None, str,
+            "blocklist of throwaway-address domains; default campaign/data/disposable_domains.txt"),
+    Setting("TRENDING_IP_PER_HOUR", 100, int,
+            "signatures from one address on one petition within an hour that alert its organizers"),
+    Setting("TRENDING_DOMAIN_PER_HOUR", 200, int,
+            "signatures from one email domain on one petition within an hour that alert its organizers"),
+    Setting("TRENDING_INTERVAL", 600.0, float, "seconds between trending checks (Celery beat)"),
+    Setting("KILLSWITCH_CACHE_SECONDS", 5.0, float,
+            "seconds a process keeps the admins' switches before reading them again"),
+    Setting("INTEGRITY_CACHE_SECONDS", 60.0, float,
+            "seconds a process keeps a petition's integrity note (held and removed counts)"),
+    Setting("IP_HASH_RETENTION_DAYS", 30, int, "days after signing that a signature's IP hashes are dropped"),
+    Setting("UNCONFIRMED_RETENTION_DAYS", 30, int, "days after which unconfirmed signatures are deleted"),
+    Setting("ANONYMIZE_AFTER_DAYS", 182, int,
+            "days after a petition closed that its signatures are anonymized (counts kept)"),
+    Setting("RETENTION_INTERVAL", 3600.0, float, "seconds between retention runs (Celery beat)"),
+    Setting("RETENTION_BATCH", 1000, int, "rows the retention job changes per transaction"),
+    # Mail to officials (issue 4): docs/mailings.md.
+    Setting("LETTERS_PER_TARGET_PER_HOUR", 20, int,
+            "letters queued to one target per clock hour (UTC), across petitions; the rest wait for "
+            "the target's next batched delivery (0: no single letters)"),
+    Setting("DELIVERIES_INTERVAL", 60.0, float,
+            "seconds between runs of the deliveries job (Celery beat): batches, routing, failure watch"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "BASE_URL", "SIGNER_DATA_KEYS", "BLIND_INDEX_KEY", "DATABASE_URL")
@@ -203,14 +301,50 @@ def _framework_config(values: dict[str, Any]) -> dict[str, Any]:
     else:
         engine["pool_size"] = values["SQLALCHEMY_POOL_SIZE"]
         engine["max_overflow"] = values["SQLALCHEMY_MAX_OVERFLOW"]
+        # An unreachable database must fail a request (and /readyz) quickly, not after TCP's minutes.
+        engine["connect_args"] = {"connect_timeout": values["DATABASE_CONNECT_TIMEOUT"]}
     production = values["CAMPAIGN_ENV"] == "production"
+    limiter = _limiter_config(values)
     return {
+        **limiter,
         "SQLALCHEMY_DATABASE_URI": url,
         "SQLALCHEMY_ENGINE_OPTIONS": engine,
         "TESTING": values["CAMPAIGN_ENV"] == "testing",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,
+        # __Host-: the browser keeps it only if Secure, Path=/ and without Domain, so a sibling
+        # subdomain cannot plant or overwrite the session (organizer CSRF tokens live in it).
+        "SESSION_COOKIE_NAME": "__Host-session" if production else "session",
+        "SESSION_COOKIE_PATH": "/",
+        "SESSION_COOKIE_DOMAIN": False,
+        # Flask-Login's remember-me cookie, should it ever be used, gets the same protection.
+        "REMEMBER_COOKIE_NAME": "__Host-remember" if production else "remember_token",
+        "REMEMBER_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_PATH": "/",
         "WTF_CSRF_TIME_LIMIT": None,  # the session bounds it; a long form must not expire mid-edit
         "MAX_CONTENT_LENGTH": 1024 * 1024,
+    }
+
+
+def _limiter_config(values: dict[str, Any]) -> dict[str, Any]:
+    """Flask-Limiter: Redis in production, memory otherwise; a Redis that is down falls back to
+    memory for a while instead of failing the request (DESIGN: never raise)."""
+    storage = values["RATELIMIT_STORAGE_URI"]
+    if not storage:
+        redis_url = values["REDIS_URL"]
+        storage = redis_url if values["CAMPAIGN_ENV"] == "production" and redis_url else "memory://"
+    options: dict[str, Any] = {}
+    if storage.startswith(("redis", "rediss")):
+        timeout = float(values["BROKER_CONNECT_TIMEOUT"])
+        options = {"socket_connect_timeout": timeout, "socket_timeout": max(timeout, 1.0)}
+    return {
+        "RATELIMIT_STORAGE_URI": storage,
+        "RATELIMIT_STORAGE_OPTIONS": options,
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "RATELIMIT_KEY_PREFIX": "campaign-rl",
     }

@@ -16,6 +16,8 @@ from celery import Celery, Task
 from flask import Flask
 from kombu import Queue
 
+from campaign.observability import task_context, task_headers
+
 log = logging.getLogger(__name__)
 
 QUEUE_NAMES = ("confirmations", "letters", "bulk", "maintenance")
@@ -24,7 +26,8 @@ QUEUE_NAMES = ("confirmations", "letters", "bulk", "maintenance")
 def celery_init_app(app: Flask) -> Celery:
     class FlaskTask(Task):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            with app.app_context():
+            # The request id of the request that published this task, in every line it logs.
+            with app.app_context(), task_context(self.request, self.name):
                 return self.run(*args, **kwargs)
 
     celery = Celery(app.name, task_cls=FlaskTask)
@@ -41,17 +44,25 @@ def _celery_config(app: Flask) -> dict[str, Any]:
     timeout = float(config["BROKER_CONNECT_TIMEOUT"])
     transport: dict[str, Any] = {}
     if broker.startswith("filesystem"):
-        folder = Path(app.instance_path) / "broker"
+        folder = Path(config["CELERY_BROKER_FOLDER"] or Path(app.instance_path) / "broker")
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport = {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
                      "processed_folder": str(folder / "processed"), "store_processed": False,
-                     "control_folder": str(folder / "control")}
+                     "control_folder": str(folder / "control"),
+                     # kombu polls the folder once a second by default and takes one message per
+                     # poll: the relay sent 1 email a second (bench/faults/a12_sqlite_mode.py).
+                     "polling_interval": 0.05}
     elif broker.startswith(("redis", "rediss")):
         # One short timeout for every Redis command: a hung Redis must not hold a signing request
         # (kombu polls BRPOP with a 1 s timeout, which stays below it).
         transport = {"socket_connect_timeout": timeout, "socket_timeout": max(timeout, 1.5),
-                     "visibility_timeout": int(config["CELERY_VISIBILITY_TIMEOUT"])}
+                     "visibility_timeout": int(config["CELERY_VISIBILITY_TIMEOUT"]),
+                     # A publisher's first connect to a refused broker gives up at once: kombu's
+                     # default retries after a 2 s sleep, which stalled a signing request 2 s
+                     # (bench/faults/a02_redis_down.py). Workers and beat retry on their own terms
+                     # (broker_connection_max_retries), which this does not change.
+                     "max_retries": 0}
     return {
         "broker_url": broker,
         "broker_transport_options": transport,
@@ -66,6 +77,8 @@ def _celery_config(app: Flask) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # A worker stopped at once lets running sends finish first (bench/faults/a10_graceful_deploy.py).
+        "worker_soft_shutdown_timeout": float(config["CELERY_SOFT_SHUTDOWN_TIMEOUT"]),
         "task_publish_retry": False,
         "worker_hijack_root_logger": False,
         "beat_schedule": {
@@ -73,6 +86,24 @@ def _celery_config(app: Flask) -> dict[str, Any]:
                 "task": "outbox.sweep",
                 "schedule": float(config["OUTBOX_SWEEP_INTERVAL"]),
                 "options": {"queue": "maintenance", "expires": float(config["OUTBOX_SWEEP_INTERVAL"])},
+            },
+            # Issue 6: trending addresses and domains alert organizers; retention forgets.
+            "abuse-trending": {
+                "task": "abuse.trending",
+                "schedule": float(config["TRENDING_INTERVAL"]),
+                "options": {"queue": "maintenance", "expires": float(config["TRENDING_INTERVAL"])},
+            },
+            "privacy-retention": {
+                "task": "privacy.retention",
+                "schedule": float(config["RETENTION_INTERVAL"]),
+                "options": {"queue": "maintenance", "expires": float(config["RETENTION_INTERVAL"])},
+            },
+            # Issue 4: batched deliveries to officials are rows with a send-after time that this
+            # job finds, never broker countdowns (which Redis re-runs after its visibility timeout).
+            "deliveries-run": {
+                "task": "deliveries.run",
+                "schedule": float(config["DELIVERIES_INTERVAL"]),
+                "options": {"queue": "maintenance", "expires": float(config["DELIVERIES_INTERVAL"])},
             },
         },
         "timezone": "UTC",
@@ -91,7 +122,8 @@ class _Publisher:
         if time.monotonic() < self.down_until:
             return  # the sweep will send it
         try:
-            self.celery.send_task("outbox.send", args=[email_id], queue=queue, retry=False)
+            self.celery.send_task("outbox.send", args=[email_id], queue=queue, retry=False,
+                                  headers=task_headers())
         except Exception as error:  # any broker failure: the row is committed, the sweep has it
             self.down_until = time.monotonic() + 5.0
             self.logger.warning("broker unavailable, outbox sweep will send email %s: %s",

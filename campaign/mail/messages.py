@@ -44,6 +44,15 @@ class _Message(Message):
     header is both a privacy cost and, once folded, a parsing hazard.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        sender = kwargs.get("sender")
+        if isinstance(sender, tuple):
+            # Flask-Mail turns a tuple into "name <address>" unquoted, and a name holding "<",
+            # "," or ":" then parses as another address (issue 6's R23 fuzz: "Org <x>" failed
+            # every email of its campaign). Its own header and envelope code take the tuple.
+            self.sender = sender
+
     def _message(self) -> Any:
         msg = super()._message()
         del msg["From"]
@@ -71,6 +80,11 @@ class Draft:
     context: dict[str, object]
     headers: dict[str, str] = field(default_factory=dict)
     reply_to: str | None = None
+    # (filename, content type, data): e.g. the CSV of a delivery to an official.
+    attachments: list[tuple[str, str, bytes]] = field(default_factory=list)
+    # A Message-ID that stays the same across retries of one outbox row, so a copy sent twice
+    # (a worker killed between the SMTP reply and its commit) can be recognised as one.
+    message_id: str | None = None
 
 
 def build_message(draft: Draft, default_sender: str) -> Message:
@@ -83,7 +97,7 @@ def build_message(draft: Draft, default_sender: str) -> Message:
     sender = (display_name(draft.sender_name), header_safe(sender_address))
     recipient = (display_name(draft.to_name), header_safe(draft.to_address))
     headers = {header_safe(k): header_safe(v) for k, v in draft.headers.items()}
-    return _Message(
+    message = _Message(
         subject=header_safe(draft.subject),
         sender=sender,
         recipients=[recipient],
@@ -92,3 +106,9 @@ def build_message(draft: Draft, default_sender: str) -> Message:
         extra_headers=headers or None,
         reply_to=header_safe(draft.reply_to) if draft.reply_to else None,
     )
+    for filename, content_type, data in draft.attachments:
+        message.attach(filename=header_safe(filename), content_type=content_type, data=data,
+                       disposition="attachment")
+    if draft.message_id:
+        message.msgId = header_safe(draft.message_id)
+    return message

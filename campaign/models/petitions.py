@@ -57,12 +57,22 @@ class Petition(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The organizer's closing date: no signatures from this moment on.
+    closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Admin review (when REVIEW_REQUIRED): when it was sent, and the reviewer's note on a return.
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    review_note: Mapped[str | None] = mapped_column(Text)
 
     campaign: Mapped[Campaign] = relationship(lazy="joined")
 
     @property
     def is_signable(self) -> bool:
-        return self.status in SIGNABLE
+        return self.status in SIGNABLE and not self.past_closing_date
+
+    @property
+    def past_closing_date(self) -> bool:
+        return self.closes_at is not None and self.closes_at <= utcnow()
 
     @property
     def is_visible(self) -> bool:
@@ -73,6 +83,18 @@ class Petition(Base):
             raise PetitionStateError(f"cannot publish a {self.status} petition")
         self.status = PetitionStatus.PUBLISHED
         self.published_at = utcnow()
+
+    def submit_for_review(self) -> None:
+        if self.status != PetitionStatus.DRAFT:
+            raise PetitionStateError(f"cannot send a {self.status} petition to review")
+        self.status = PetitionStatus.IN_REVIEW
+        self.submitted_at = utcnow()
+
+    def return_to_draft(self) -> None:
+        if self.status != PetitionStatus.IN_REVIEW:
+            raise PetitionStateError(f"cannot return a {self.status} petition to draft")
+        self.status = PetitionStatus.DRAFT
+        self.submitted_at = None
 
     def close(self) -> None:
         if self.status != PetitionStatus.PUBLISHED:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
 import unicodedata
 from importlib import resources
 
+from flask import current_app
 from sqlalchemy import select
 
-from campaign.models import Campaign, MailingPolicy, Petition, PetitionTarget, Target
+from campaign.models import Campaign, MailingPolicy, Petition, PetitionTarget, Target, TargetCountry
+from campaign.models.base import utcnow
 from campaign.services.markdown import render_markdown
 from campaign.services.petitions import create_counter_shards
 from campaign.services.types import DbSession
 
 DEMO_CAMPAIGN_SLUG = "chechnya"
 DEMO_PETITION_SLUG = "g20-chechnya"
+DEMO_ORGANIZER_EMAIL = "organizer@demo.example.org"
 
 _BODY = """\
 Since 2017, men in Chechnya suspected of being gay have been abducted, held in secret prisons,
@@ -46,13 +52,44 @@ def _example_address(name: str, country: str) -> str:
     return f"{local}@{country.lower()}.leaders.example.org"
 
 
-def seed_demo(session: DbSession) -> bool:
-    """Create the demo campaign, its 21 targets and its published petition.
+def demo_organizer_password() -> str:
+    """The demo organizer's password: derived from SECRET_KEY, so `make run` can print it at every
+    start without storing it, and nobody without the key (a production secret) can know it."""
+    digest = hmac.new(current_app.config["SECRET_KEY"].encode(), b"campaign.demo-organizer",
+                      hashlib.sha256).digest()
+    return base64.b32encode(digest[:15]).decode().lower()
 
-    Idempotent: returns False and changes nothing when the petition already exists.
+
+def seed_demo_organizer(session: DbSession, campaign: Campaign) -> bool:
+    """The demo campaign's owner account (DEMO_ORGANIZER_EMAIL), active. Idempotent."""
+    from campaign.models import MemberRole, Membership, User, UserStatus
+    from campaign.services.accounts import hash_password, new_session_token
+
+    user = session.scalar(select(User).where(User.email == DEMO_ORGANIZER_EMAIL))
+    created = user is None
+    if user is None:
+        user = User(email=DEMO_ORGANIZER_EMAIL, name="Demo Organizer",
+                    password_hash=hash_password(demo_organizer_password()), status=UserStatus.ACTIVE,
+                    session_token=new_session_token(), approved_at=utcnow())
+        session.add(user)
+        session.flush()
+    if session.get(Membership, (campaign.id, user.id)) is None:
+        session.add(Membership(campaign_id=campaign.id, user_id=user.id, role=MemberRole.OWNER))
+        created = True
+    session.flush()
+    return created
+
+
+def seed_demo(session: DbSession) -> bool:
+    """Create the demo campaign, its 21 targets, its published petition and its organizer.
+
+    Idempotent: returns False and changes nothing when the petition already exists (except that
+    a database seeded before organizer accounts existed gets the demo organizer).
     The caller commits.
     """
-    if session.scalar(select(Petition.id).where(Petition.slug == DEMO_PETITION_SLUG)):
+    existing = session.scalar(select(Petition).where(Petition.slug == DEMO_PETITION_SLUG))
+    if existing is not None:
+        seed_demo_organizer(session, existing.campaign)
         return False
     data = json.loads(resources.files("campaign.data").joinpath("g20_leaders.json").read_text("utf-8"))
     campaign = session.scalar(select(Campaign).where(Campaign.slug == DEMO_CAMPAIGN_SLUG))
@@ -90,8 +127,12 @@ def seed_demo(session: DbSession) -> bool:
                             email=email, group_name=data["group"])
             session.add(target)
             session.flush()
+            # The EU and the AU write for their members outside the G20 (issue 4's routing).
+            for code in entry.get("covers", []):
+                session.add(TargetCountry(target_id=target.id, country=code))
         session.add(PetitionTarget(petition_id=petition.id, target_id=target.id,
                                    is_default=entry["country"] in {"EU", "AFU"}, position=position))
     create_counter_shards(session, petition)
     petition.publish()
+    seed_demo_organizer(session, campaign)
     return True

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from campaign.mail.messages import Draft
 from campaign.models import OutboundEmail, Petition, Signature, SignatureStatus
+from campaign.services.abuse import public_state
 from campaign.services.counting import signature_count
+from campaign.services.letters import letter_recipients
 from campaign.services.outbox import message_kind
 from campaign.services.petitions import absolute_url, petition_targets
 from campaign.services.privacy import cipher
@@ -32,8 +34,9 @@ def signature_confirmation(session: DbSession, row: OutboundEmail) -> Draft | No
     if found is None:
         return None
     signature, petition, name, address = found
-    if signature.status != SignatureStatus.PENDING:
-        return None  # confirmed by an earlier email, or held/invalidated since
+    # A held signature is mailed as if pending (a bot must not learn it was held).
+    if public_state(signature) != SignatureStatus.PENDING:
+        return None  # confirmed by an earlier email, or invalidated since
     return Draft(
         kind=CONFIRMATION,
         to_name=name,
@@ -47,6 +50,8 @@ def signature_confirmation(session: DbSession, row: OutboundEmail) -> Draft | No
             "organization": petition.campaign.organization,
             "confirm_url": absolute_url(f"/confirm/{confirmation_token(signature)}"),
             "petition_url": absolute_url(f"/petitions/{petition.slug}"),
+            # "Your letter goes to <leader>, <title>" (issue 4).
+            "letter_targets": letter_recipients(session, signature),
         },
     )
 
@@ -57,7 +62,7 @@ def signature_already_confirmed(session: DbSession, row: OutboundEmail) -> Draft
     if found is None:
         return None
     signature, petition, name, address = found
-    if signature.status != SignatureStatus.CONFIRMED:
+    if public_state(signature) != SignatureStatus.CONFIRMED:
         return None
     return Draft(
         kind=ALREADY_CONFIRMED,

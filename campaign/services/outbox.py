@@ -9,27 +9,34 @@ but never loses it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
 from sqlalchemy import and_, event, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
 
 from campaign.mail.messages import Draft, build_message
 from campaign.mail.sender import PermanentFailure, TemporaryFailure, send_message
-from campaign.models import OutboundEmail, OutboxStatus
+from campaign.models import OutboundEmail, OutboxStatus, Petition
 from campaign.models.base import utcnow
+from campaign.services.killswitch import switches
+from campaign.services.suppression import is_supporter_mail, outbox_row_suppressed
 from campaign.services.types import DbSession
 
 log = logging.getLogger(__name__)
 
 # Signers wait for these; letters and bulk mail must never hold them up.
-QUEUES = {"signature_confirmation": "confirmations", "signature_already_confirmed": "confirmations"}
+QUEUES = {"signature_confirmation": "confirmations", "signature_already_confirmed": "confirmations",
+          # Mail to officials has its own queue: a mass delivery never delays a confirmation.
+          "letter_to_target": "letters", "delivery_to_target": "letters"}
 DEFAULT_QUEUE = "bulk"
 
 _PENDING = "campaign.outbox.new"
@@ -84,6 +91,11 @@ def install_dispatch(session_factory: Any) -> None:
 
     @event.listens_for(session_factory, "after_commit")
     def _after_commit(session: DbSession) -> None:
+        # SQLAlchemy fires after_commit for a savepoint's release too: publishing then would let
+        # a worker look for rows the outer transaction has not committed (they would be skipped
+        # and left to the sweep). Only the outermost commit publishes.
+        if cast(Session, session).in_nested_transaction():
+            return
         pending = session.info.pop(_PENDING, [])
         if pending:
             publish = current_app.extensions["campaign.publish"]
@@ -104,9 +116,13 @@ def due_emails(session: DbSession, limit: int, grace: float = 0.0) -> list[tuple
     on its way through the broker.
     """
     now = utcnow() - timedelta(seconds=grace)
+    query = select(OutboundEmail.id, OutboundEmail.kind).where(_claimable(now))
+    paused = switches(session).paused_queues()
+    if paused:
+        # Kill switch: paused queues' rows stay queued until an admin lets them go.
+        query = query.where(OutboundEmail.kind.in_([k for k in _builders if queue_for(k) not in paused]))
     rows = session.execute(
-        select(OutboundEmail.id, OutboundEmail.kind)
-        .where(_claimable(now))
+        query
         .order_by(OutboundEmail.next_attempt_at)
         .limit(limit))
     return [(row.id, row.kind) for row in rows]
@@ -156,10 +172,19 @@ def deliver(session: DbSession, email_id: int) -> str:
 
     Returns what happened: skipped (not claimable), sent, cancelled, retry or failed.
     Commits its own transactions: the claim before SMTP, the outcome after.
+    Returns paused, leaving the row queued, while an admin's kill switch holds its queue.
     """
+    paused = switches(session).paused_queues()
+    if paused:
+        kind = session.scalar(select(OutboundEmail.kind).where(OutboundEmail.id == email_id))
+        if kind is not None and queue_for(kind) in paused:
+            session.rollback()
+            return "paused"
     row = claim(session, email_id)
     if row is None:
         return "skipped"
+    if _suppressed(session, row):
+        return _finish(session, row, OutboxStatus.CANCELLED, "recipient suppressed")
     builder = _builders.get(row.kind)
     draft = builder(session, row) if builder else None
     if draft is None:
@@ -176,6 +201,16 @@ def deliver(session: DbSession, email_id: int) -> str:
     return _finish(session, row, OutboxStatus.SENT, "")
 
 
+def _suppressed(session: DbSession, row: OutboundEmail) -> bool:
+    # Supporter mail to an address on the suppression list (blind index) is never sent.
+    if not is_supporter_mail(row):
+        return False
+    campaign_id = None
+    if row.petition_id is not None:
+        campaign_id = session.scalar(select(Petition.campaign_id).where(Petition.id == row.petition_id))
+    return outbox_row_suppressed(session, row, campaign_id)
+
+
 def _ours(row: OutboundEmail) -> Any:
     # The lease is the claim's fencing token: a worker that outlived its lease, after another
     # took the row over, must not overwrite the newer claim's outcome.
@@ -185,13 +220,8 @@ def _ours(row: OutboundEmail) -> Any:
 
 def _finish(session: DbSession, row: OutboundEmail, status: OutboxStatus, error: str) -> str:
     now = utcnow()
-    session.execute(
-        update(OutboundEmail)
-        .where(_ours(row))
-        .values(status=status, lease_until=None, last_error=error[:2000],
-                sent_at=now if status == OutboxStatus.SENT else None)
-        .execution_options(synchronize_session=False))
-    session.commit()
+    _record(session, row, status=status, lease_until=None, last_error=error[:2000],
+            sent_at=now if status == OutboxStatus.SENT else None)
     return {OutboxStatus.SENT: "sent", OutboxStatus.CANCELLED: "cancelled"}.get(status, "failed")
 
 
@@ -201,14 +231,39 @@ def _retry_later(session: DbSession, row: OutboundEmail, error: str) -> str:
         return _finish(session, row, OutboxStatus.FAILED, f"gave up after {row.attempts} attempts: {error}")
     delay = backoff_seconds(row.attempts, int(config["OUTBOX_BACKOFF_BASE"]),
                             int(config["OUTBOX_BACKOFF_MAX"]))
-    session.execute(
-        update(OutboundEmail)
-        .where(_ours(row))
-        .values(status=OutboxStatus.QUEUED, lease_until=None, last_error=error[:2000],
-                next_attempt_at=utcnow() + timedelta(seconds=delay))
-        .execution_options(synchronize_session=False))
-    session.commit()
+    email_id, attempts = row.id, row.attempts  # read before the commit expires them
+    _record(session, row, status=OutboxStatus.QUEUED, lease_until=None, last_error=error[:2000],
+            next_attempt_at=utcnow() + timedelta(seconds=delay))
+    # Ids and numbers only (an SMTP answer may quote the address); the fault suite reads the delays.
+    log.info("email %s: attempt %s deferred, next in %.1f s", email_id, attempts, delay)
     return "retry"
+
+
+def _record(session: DbSession, row: OutboundEmail, **values: Any) -> None:
+    """Write a claim's outcome, fenced by its lease.
+
+    SMTP may already have accepted the email: an outcome lost to a dropped connection or a
+    database restart would have the row sent again once its lease ran out. So a failed write is
+    retried until the lease ends (after that another worker may hold the row, and the fence turns
+    a late write into a no-op). bench/faults/a03_database_down.py found the duplicates this closes.
+    """
+    fence = _ours(row)  # built now: a rollback expires the row, and a reload would move the fence
+    email_id, lease = row.id, row.lease_until
+    pause = 0.2
+    while True:
+        try:
+            session.execute(update(OutboundEmail).where(fence).values(**values)
+                            .execution_options(synchronize_session=False))
+            session.commit()
+            return
+        except DBAPIError:
+            with contextlib.suppress(DBAPIError):
+                session.rollback()
+            if lease is None or utcnow() + timedelta(seconds=pause) >= lease:
+                raise
+            log.warning("recording the outcome of email %s failed; retrying in %.1f s", email_id, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def backoff_seconds(attempts: int, base: int, ceiling: int) -> float:

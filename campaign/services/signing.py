@@ -15,8 +15,10 @@ from sqlalchemy.exc import IntegrityError
 
 from campaign.models import OutboundEmail, Petition, Signature, SignatureStatus
 from campaign.models.base import utcnow
+from campaign.services.abuse import SigningSignals, domain_hash, email_domain, hold_reasons, public_state
 from campaign.services.counting import add_to_count
 from campaign.services.emails import Email
+from campaign.services.letters import route_on_confirmation
 from campaign.services.outbox import queue_email
 from campaign.services.privacy import cipher
 from campaign.services.types import DbSession
@@ -35,6 +37,9 @@ class SignerInput:
     postcode: str = ""
     comment: str = ""
     consent_updates: bool = False
+    consent_name_to_targets: bool = False
+    consent_reply_to: bool = False
+    consent_public_name: bool = False
     source: str = ""
     locale: str = "en"
 
@@ -49,23 +54,30 @@ class SignOutcome(StrEnum):
 
 
 def sign_petition(session: DbSession, petition: Petition, signer: SignerInput,
-                  ip: str | None = None) -> SignOutcome:
+                  ip: str | None = None, signals: SigningSignals | None = None) -> SignOutcome:
     """Record a pending signature and queue its confirmation email, in the caller's transaction.
 
     Signing again with the same mailbox writes no second signature: a pending one gets its
     confirmation again, a confirmed one gets a note that it had already signed; both within the
     per-address cap. The caller commits; the email is published after commit.
+    A new signature that trips a bot check (signals: honeypot, fill time; bursts per address and
+    email domain; disposable domains) is stored as held, silently: same outcome, same email.
     Raises ValueError if the petition does not take signatures.
     """
     if not petition.is_signable:
         raise ValueError("petition is not open for signatures")
     crypt = cipher()
     index = crypt.blind_index(signer.email.canonical)
+    # Decided for every request, new address or not, so both take the same queries and time.
+    ip_hash, network_hash = crypt.ip_hashes(ip)
+    domain = email_domain(signer.email.canonical)
+    domain_digest = domain_hash(crypt, domain)
+    reasons = hold_reasons(session, petition.id, ip_hash=ip_hash, domain=domain,
+                           domain_digest=domain_digest, signals=signals or SigningSignals(ip=ip))
     signature = session.scalar(
         select(Signature).where(Signature.petition_id == petition.id, Signature.email_index == index))
     outcome = SignOutcome.RESENT
     if signature is None:
-        ip_hash, network_hash = crypt.ip_hashes(ip)
         signature = Signature(
             petition_id=petition.id,
             name_encrypted=crypt.encrypt(signer.name),
@@ -75,11 +87,19 @@ def sign_petition(session: DbSession, petition: Petition, signer: SignerInput,
             country=signer.country,
             comment=signer.comment,
             consent_updates=signer.consent_updates,
+            consent_name_to_targets=signer.consent_name_to_targets,
+            consent_reply_to=signer.consent_reply_to,
+            consent_public_name=signer.consent_public_name,
             source=signer.source[:64],
             locale=signer.locale,
             ip_hash=ip_hash,
             network_hash=network_hash,
+            email_domain_hash=domain_digest,
         )
+        if reasons:
+            signature.status = SignatureStatus.HELD
+            signature.hold_reasons = ",".join(reasons)
+            signature.held_at = utcnow()
         try:
             with session.begin_nested():
                 session.add(signature)
@@ -90,13 +110,15 @@ def sign_petition(session: DbSession, petition: Petition, signer: SignerInput,
                 Signature.petition_id == petition.id, Signature.email_index == index))
             if signature is None:
                 raise
-    if signature.status == SignatureStatus.CONFIRMED:
+    # A held signature is mailed exactly like the one it stands for: a bot learns nothing.
+    shown = public_state(signature)
+    if shown == SignatureStatus.CONFIRMED:
         kind = ALREADY_CONFIRMED
         outcome = SignOutcome.ALREADY_CONFIRMED if outcome != SignOutcome.NEW else outcome
-    elif signature.status == SignatureStatus.PENDING:
+    elif shown == SignatureStatus.PENDING:
         kind = CONFIRMATION
     else:
-        # Held or invalidated: the supporter sees the usual page and gets no email.
+        # Invalidated: the supporter sees the usual page and gets no email.
         return SignOutcome.CAPPED
 
     sent_for_petition, sent_today = _form_emails(session, index, petition.id)
@@ -161,7 +183,8 @@ def confirm_signature(session: DbSession, signature: Signature) -> bool:
     """Confirm a pending signature and count it, in the caller's transaction.
 
     Idempotent: returns True only for the call that moved it from pending to confirmed, so a
-    double click or two concurrent requests count it once.
+    double click or two concurrent requests count it once. A held signature gets its
+    confirmed_at and stays held (False: not counted).
     """
     result = session.execute(
         update(Signature)
@@ -169,7 +192,20 @@ def confirm_signature(session: DbSession, signature: Signature) -> bool:
         .values(status=SignatureStatus.CONFIRMED, confirmed_at=utcnow())
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
+        # A held signature records that its owner confirmed it, and stays held and uncounted
+        # until an organizer releases it (then it counts, once).
+        held = session.execute(
+            update(Signature)
+            .where(Signature.id == signature.id, Signature.status == SignatureStatus.HELD,
+                   Signature.confirmed_at.is_(None))
+            .values(confirmed_at=utcnow())
+            .execution_options(synchronize_session=False))
+        if held.rowcount == 1:  # type: ignore[attr-defined]
+            session.refresh(signature)
         return False
     add_to_count(session, signature.petition_id, 1)
     session.refresh(signature)
+    # Its letters to the targets it is routed to: outbox rows in this transaction, sent from the
+    # letters queue, so they never hold up anyone's confirmation email (issue 4).
+    route_on_confirmation(session, signature)
     return True

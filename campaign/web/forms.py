@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 from flask import current_app
 from flask_wtf import FlaskForm
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode, int_to_bytes, want_bytes
 from wtforms import BooleanField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
 
@@ -29,6 +31,14 @@ def _strip(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
+def _source_code(value: Any) -> Any:
+    # A hidden field the signer cannot correct: clean it instead of refusing it. PostgreSQL
+    # cannot store NUL, and Signature.source holds 64 characters.
+    if not isinstance(value, str):
+        return value
+    return "".join(ch for ch in value if ch >= " " and ch != "\x7f")[:64].strip()
+
+
 class SignForm(FlaskForm):
     """The public sign form. Session CSRF is off: its signed form token stands in for it."""
 
@@ -48,8 +58,13 @@ class SignForm(FlaskForm):
     comment = TextAreaField("Comment", filters=[_strip], validators=[
         Length(max=1000, message="Use at most 1,000 characters."), no_control_characters])
     consent_updates = BooleanField("Keep me updated about this campaign by email")
+    # Issue 4: what officials may learn. The first is ticked by default only on petitions not
+    # marked sensitive (the view sets it); the others are never ticked in advance.
+    consent_name_to_targets = BooleanField("Add my name to the letter to the leaders")
+    consent_reply_to = BooleanField("Let the leader reply to me by email")
+    consent_public_name = BooleanField("Show my first name in the list of recent signers")
     form_token = HiddenField()
-    source = HiddenField(filters=[_strip])
+    source = HiddenField(filters=[_strip, _source_code])
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -60,14 +75,52 @@ class SignForm(FlaskForm):
             raise ValidationError("Choose a country from the list.")
 
 
-def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_FORM_SALT,
-                                  signer_kwargs={"digest_method": hashlib.sha256})
+class _WindowSigner(TimestampSigner):
+    """A timestamp signer whose issue time is rounded down to a window (FORM_TOKEN_BUCKET).
+
+    Every page rendered within one window carries the same token, so the petition page's body,
+    and its ETag, stay stable and a shared cache can serve it. The token is still signed and
+    still names the petition; its age is counted from the start of its window.
+    """
+
+    def __init__(self, *args: Any, window: int = 1, issued_at: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.window = max(1, int(window))
+        self.issued_at = issued_at
+
+    def sign(self, value: str | bytes) -> bytes:
+        # TimestampSigner.sign with the window's start as the issue time; checking an age
+        # (unsign) still uses the real clock.
+        value = want_bytes(value)
+        now = int(time.time())
+        issued = self.issued_at if self.issued_at is not None else now - now % self.window
+        timestamp = base64_encode(int_to_bytes(issued))
+        sep = want_bytes(self.sep)
+        value = value + sep + timestamp
+        return value + sep + self.get_signature(value)
 
 
-def make_form_token(petition_id: int) -> str:
-    """A stateless token naming the petition and when the form was rendered."""
-    return _serializer().dumps(petition_id)
+def _serializer(issued_at: int | None = None) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(
+        current_app.config["SECRET_KEY"], salt=_FORM_SALT, signer=_WindowSigner,
+        signer_kwargs={"digest_method": hashlib.sha256, "issued_at": issued_at,
+                       "window": int(current_app.config.get("FORM_TOKEN_BUCKET") or 1)})
+
+
+def form_token_window() -> int:
+    """The start of the current token window (Unix seconds): what the token's issue time says."""
+    window = max(1, int(current_app.config.get("FORM_TOKEN_BUCKET") or 1))
+    now = int(time.time())
+    return now - now % window
+
+
+def make_form_token(petition_id: int, window_start: int | None = None) -> str:
+    """A stateless token naming the petition and the window in which the form was rendered.
+
+    window_start (from form_token_window()) pins the window, so a caller that keys a cache on
+    it gets the token of that very window even if the clock crossed into the next one.
+    """
+    return _serializer(window_start).dumps(petition_id)
 
 
 def check_form_token(token: str, petition_id: int) -> str | None:

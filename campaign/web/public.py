@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
 from flask import (
@@ -15,23 +19,32 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import select
+from itsdangerous.encoding import base64_decode, bytes_to_int
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from campaign.extensions import db
+from campaign.metrics import count_signature_confirmed, count_signature_created
 from campaign.models import Petition, SignatureStatus
 from campaign.models.petitions import VISIBLE
+from campaign.services import killswitch
+from campaign.services.abuse import SigningSignals, integrity_note, public_state
 from campaign.services.counting import signature_count, signature_counts
 from campaign.services.countries import country_name, flag, is_country
+from campaign.services.deliveries import public_mailings
 from campaign.services.emails import InvalidEmail, parse_email
+from campaign.services.letters import letter_recipients
 from campaign.services.petitions import petition_by_slug, petition_targets
+from campaign.services.responses import scoreboard
 from campaign.services.signing import (
     SignerInput,
+    SignOutcome,
     TokenError,
     confirm_signature,
     sign_petition,
     signature_for_token,
 )
-from campaign.web.forms import SignForm, check_form_token, make_form_token
+from campaign.web.forms import SignForm, check_form_token, form_token_window, make_form_token
 from campaign.web.security import same_origin_post
 
 bp = Blueprint("public", __name__)
@@ -68,8 +81,73 @@ def _render_petition(petition: Petition, form: SignForm, status: int = 200,
     count = signature_count(db.session, petition.id)
     html = render_template(
         "public/petition.html", petition=petition, form=form, count=count,
-        targets=petition_targets(db.session, petition.id), form_error=form_error)
+        targets=petition_targets(db.session, petition.id), form_error=form_error,
+        **_abuse_context(petition), **_mailing_context(petition))
     return make_response(html, status)
+
+
+def _mailing_context(petition: Petition) -> dict[str, Any]:
+    """Issue 4: "Delivered to N leaders on <date>", letters per target, the responses scoreboard.
+    Not in the page's ETag (that would cost queries on every view): like the targets, a change
+    shows once the token window turns or the count changes."""
+    return {"mailings": public_mailings(db.session, petition),
+            "scoreboard": scoreboard(db.session, petition.id)}
+
+
+# --- abuse resistance (issue 6): kill switches, the integrity note, the honeypot -----------------
+
+HONEYPOT_FIELD = "website"  # hidden by CSS (static/css/security.css); people leave it empty
+
+
+def _abuse_context(petition: Petition) -> dict[str, Any]:
+    switches = killswitch.switches(db.session)
+    return {"pause_message": switches.signing_pause_message(petition.id),
+            "integrity": integrity_note(db.session, petition.id)}
+
+
+def _abuse_etag(etag: str, petition: Petition) -> str:
+    """The page's ETag, also naming what the kill switches and the integrity note put in it."""
+    switches = killswitch.switches(db.session)
+    material = repr((etag, switches.fingerprint(), integrity_note(db.session, petition.id).as_tuple()))
+    return hashlib.blake2b(material.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+@bp.app_context_processor
+def _site_banner() -> dict[str, Any]:
+    # A lazy value: pages that never show the banner never read the switches.
+    return {"site_banner": _banner}
+
+
+def _banner() -> str:
+    try:
+        return killswitch.switches(db.session).banner
+    except SQLAlchemyError:  # an error page about a database outage must still render
+        db.session.rollback()
+        return ""
+
+
+def _form_issued_at(token: str) -> int | None:
+    """The issue time a valid form token carries (Unix seconds): payload.timestamp.signature."""
+    try:
+        stamp = token.rsplit(".", 2)[1]
+        return bytes_to_int(base64_decode(stamp))
+    except (IndexError, ValueError, TypeError):
+        return None
+
+
+def _signals(token: str) -> SigningSignals:
+    issued = _form_issued_at(token)
+    return SigningSignals(
+        ip=request.remote_addr,
+        honeypot_filled=bool((request.form.get(HONEYPOT_FIELD) or "").strip()),
+        fill_seconds=None if issued is None else time.time() - issued)
+
+
+def _paused_page(petition: Petition) -> Response:
+    form = SignForm(formdata=None)
+    response = _render_petition(petition, form, 503)
+    response.headers["Retry-After"] = "300"
+    return response
 
 
 @bp.get("/")
@@ -80,13 +158,126 @@ def index() -> str:
     return render_template("public/index.html", petitions=petitions, counts=counts)
 
 
+class _PageCache:
+    """Rendered petition pages of this process, keyed by their ETag; least recently used go first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pages: OrderedDict[str, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+        # (page:slug, country, source) -> (monotonic expiry, etag, page): the microcache.
+        self.recent: OrderedDict[tuple[str, str, str], tuple[float, str, bytes]] = OrderedDict()
+
+    def recent_page(self, key: tuple[str, str, str]) -> tuple[str, bytes] | None:
+        with self.lock:
+            entry = self.recent.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1], entry[2]
+
+    def remember(self, key: tuple[str, str, str], seconds: float, etag: str, page: bytes) -> None:
+        if seconds <= 0 or self.size <= 0:
+            return
+        with self.lock:
+            self.recent[key] = (time.monotonic() + seconds, etag, page)
+            self.recent.move_to_end(key)
+            while len(self.recent) > self.size:
+                self.recent.popitem(last=False)
+
+    def get(self, key: str) -> bytes | None:
+        with self.lock:
+            page = self.pages.get(key)
+            if page is not None:
+                self.pages.move_to_end(key)
+            return page
+
+    def put(self, key: str, page: bytes) -> None:
+        if self.size <= 0:
+            return
+        with self.lock:
+            self.pages[key] = page
+            while len(self.pages) > self.size:
+                self.pages.popitem(last=False)
+
+
+def _page_cache() -> _PageCache:
+    cache = current_app.extensions.get("campaign.page_cache")
+    if cache is None:
+        cache = _PageCache(int(current_app.config["PAGE_CACHE_SIZE"]))
+        current_app.extensions["campaign.page_cache"] = cache
+    return cache
+
+
+def _state(row: Any) -> list[Any]:
+    # Every column, so a new column or an edit to the text changes the key without a list to keep.
+    return [getattr(row, attr.key) for attr in inspect(row).mapper.column_attrs]
+
+
+def _page_etag(petition: Petition, count: int, window: int, country: str, source: str) -> str:
+    """What the anonymous page's body depends on, hashed: the petition and its campaign, the
+    count, the form token's window, the preselected country and the source code.
+
+    Targets are not in it (reading them would cost a query per view): an edit to them shows
+    once the token window turns, within FORM_TOKEN_BUCKET seconds.
+    """
+    material = repr((_state(petition), _state(petition.campaign), count, window, country, source))
+    return hashlib.blake2b(material.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _cacheable(response: Response, etag: str) -> Response:
+    config = current_app.config
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = (
+        f"public, max-age={int(config['PAGE_MAX_AGE'])}, "
+        f"stale-while-revalidate={int(config['PAGE_STALE_WHILE_REVALIDATE'])}")
+    # The country preselected from Accept-Language is in the body.
+    response.vary.add("Accept-Language")
+    return response
+
+
 @bp.get("/petitions/<slug>")
 def petition(slug: str) -> Response:
+    """The petition page: the same bytes for every anonymous visitor within a token window.
+
+    No session, no cookie: the body depends only on what _page_etag hashes, so a proxy may cache
+    it (Cache-Control: public) and a browser revalidates with If-None-Match for a 304. Within this
+    process, a rendered page is kept under its ETag, so a busy petition is rendered once per
+    count change and token window rather than once per view.
+    """
+    country = _preselected_country()
+    source = (request.args.get("source") or "")[:64]
+    cache = _page_cache()
+    # Microcache: for PAGE_MICROCACHE seconds, the page served last is served again without
+    # reading the database; the count is then that many seconds old at most (the design allows 5).
+    key = (f"page:{slug}", country, source)
+    recent = cache.recent_page(key)
+    if recent is not None:
+        etag, body = recent
+        if request.if_none_match.contains_weak(etag):
+            return _cacheable(make_response("", 304), etag)
+        return _cacheable(make_response(body), etag)
     petition = _visible_petition(slug)
-    form = SignForm(formdata=None)
-    form.country.data = _preselected_country()
-    form.source.data = (request.args.get("source") or "")[:64]
-    return _render_petition(petition, form)
+    count = signature_count(db.session, petition.id)
+    window = form_token_window()
+    etag = _page_etag(petition, count, window, country, source)
+    etag = _abuse_etag(etag, petition)
+    if request.if_none_match.contains_weak(etag):
+        return _cacheable(make_response("", 304), etag)
+    page = cache.get(etag)
+    if page is None:
+        form = SignForm(formdata=None)
+        form.country.data = country
+        form.source.data = source
+        # Unticked on sensitive petitions: a name reaches officials only by the signer's own tick.
+        form.consent_name_to_targets.data = not petition.is_sensitive
+        form.form_token.data = make_form_token(petition.id, window)
+        page = render_template(
+            "public/petition.html", petition=petition, form=form, count=count,
+            targets=petition_targets(db.session, petition.id), form_error=None,
+            **_abuse_context(petition), **_mailing_context(petition)).encode("utf-8")
+        cache.put(etag, page)
+    cache.remember(key, float(current_app.config["PAGE_MICROCACHE"]), etag, page)
+    return _cacheable(make_response(page), etag)
 
 
 @bp.post("/petitions/<slug>/sign")
@@ -97,6 +288,9 @@ def sign(slug: str) -> Any:
                                count=signature_count(db.session, petition.id)), 410
     if not same_origin_post():
         abort(400, description="This form can only be sent from this site's own page.")
+    pause = killswitch.switches(db.session).signing_pause_message(petition.id)
+    if pause is not None:
+        return _paused_page(petition)
     form = SignForm()
     form_problem = check_form_token(request.form.get("form_token", ""), petition.id)
     if form_problem == "invalid":
@@ -117,18 +311,36 @@ def sign(slug: str) -> Any:
         name=form.name.data or "", email=email, country=form.country.data or "",
         postcode=form.postcode.data or "", comment=form.comment.data or "",
         consent_updates=bool(form.consent_updates.data), source=form.source.data or "",
+        consent_name_to_targets=bool(form.consent_name_to_targets.data),
+        consent_reply_to=bool(form.consent_reply_to.data),
+        consent_public_name=bool(form.consent_public_name.data),
         locale=petition.language)
-    sign_petition(db.session, petition, signer, ip=request.remote_addr)
+    outcome = sign_petition(db.session, petition, signer, ip=request.remote_addr,
+                            signals=_signals(request.form.get("form_token", "")))
+    # Built before the commit, which expires the petition: reading its slug afterwards would
+    # cost another query on the hot path.
+    location = url_for("public.check_email", slug=petition.slug)
     db.session.commit()
+    if outcome == SignOutcome.NEW:
+        count_signature_created()
     # The same answer whatever happened: the page never tells whether an address had signed.
-    return redirect(url_for("public.check_email", slug=petition.slug), 303)
+    return redirect(location, 303)
 
 
 @bp.get("/petitions/<slug>/check-email")
-def check_email(slug: str) -> str:
+def check_email(slug: str) -> Any:
+    # Every signer lands here after the POST, and the page is the same for all of them: the
+    # microcache spares the hot path a petition query and a render per signature.
+    cache = _page_cache()
+    key = (f"check-email:{slug}", "", "")
+    recent = cache.recent_page(key)
+    if recent is not None:
+        return recent[1]
     petition = _visible_petition(slug)
-    return render_template("public/check_email.html", petition=petition,
-                           dev_mailbox=current_app.config["DEV_MAILBOX"])
+    page = render_template("public/check_email.html", petition=petition,
+                           dev_mailbox=current_app.config["DEV_MAILBOX"]).encode("utf-8")
+    cache.remember(key, float(current_app.config["PAGE_MICROCACHE"]), "", page)
+    return page
 
 
 def _signature_or_error(token: str) -> Any:
@@ -154,18 +366,22 @@ def confirm(token: str) -> Response:
         abort(404)
     html = render_template(
         "public/confirm.html", petition=petition, token=token,
-        state=signature.status, just_confirmed=request.args.get("done") == "1",
+        state=public_state(signature), just_confirmed=request.args.get("done") == "1",
         count=signature_count(db.session, petition.id),
-        targets=petition_targets(db.session, petition.id))
+        targets=petition_targets(db.session, petition.id),
+        letter_targets=letter_recipients(db.session, signature))
     return _private(make_response(html))
 
 
 @bp.post("/confirm/<token>")
 def confirm_post(token: str) -> Response:
     signature = _signature_or_error(token)
-    if signature.status == SignatureStatus.PENDING:
-        confirm_signature(db.session, signature)
+    # A held signature is confirmed the same way (it records confirmed_at, stays uncounted).
+    if public_state(signature) == SignatureStatus.PENDING:
+        confirmed = confirm_signature(db.session, signature)
         db.session.commit()
+        if confirmed:
+            count_signature_confirmed()
     return _private(redirect(url_for("public.confirm", token=token, done=1), 303))
 
 

@@ -11,11 +11,21 @@ _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'
         "object-src 'none'; frame-ancestors 'none'")
 
 
+def framable_csp(ancestors: str) -> str:
+    """The CSP of the /embed/ widget pages, the only ones other sites may frame: the usual policy
+    with frame-ancestors set to `ancestors` (EMBED_FRAME_ANCESTORS, checked at start-up)."""
+    return _CSP.replace("frame-ancestors 'none'", f"frame-ancestors {ancestors}")
+
+
 def apply_security_headers(response: Response) -> Response:
     response.headers.setdefault("Content-Security-Policy", _CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-    response.headers.setdefault("X-Frame-Options", "DENY")
+    # X-Frame-Options is older browsers' frame-ancestors: deny exactly where the CSP does, so
+    # the embeddable widget (framable_csp) is not denied by the one while allowed by the other.
+    csp = response.headers["Content-Security-Policy"]
+    if "frame-ancestors" not in csp or "frame-ancestors 'none'" in csp:
+        response.headers.setdefault("X-Frame-Options", "DENY")
     if current_app.config["CAMPAIGN_ENV"] == "production":
         response.headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
     return response

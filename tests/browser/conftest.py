@@ -84,7 +84,8 @@ def live(make_app: Callable[..., Flask], mailbox: SinkHandler) -> Iterator[LiveA
 
     server = make_server("127.0.0.1", 0, wsgi, threaded=True)
     url = f"http://127.0.0.1:{server.server_port}"
-    app = make_app(BASE_URL=url)
+    # Pages may be cached for PAGE_MAX_AGE seconds by design; these tests read the count at once.
+    app = make_app(BASE_URL=url, PAGE_MAX_AGE=0, PAGE_STALE_WHILE_REVALIDATE=0)
     with app.app_context():
         seed_demo(db.session)
         db.session.commit()

@@ -170,8 +170,10 @@ def test_sign_deliver_confirm_and_count_end_to_end(
     assert done.status_code == 303
     assert api_count(client) == 1
     assert query(app, count_of(Signature, Signature.status == SignatureStatus.CONFIRMED)) == 1
-    assert len(messages(mailbox)) == 1
-    assert query(app, count_of(OutboundEmail)) == 1
+    # Confirming queued one more email: the signer's letter to their own leader (issue 4).
+    wait_for(lambda: len(messages(mailbox)) == 2, timeout=30)
+    assert recipient(messages(mailbox)[1]) == "friedrich.merz@de.leaders.example.org"
+    assert query(app, count_of(OutboundEmail)) == 2
 
 
 # --- 2. broker down at sign time ----------------------------------------------------------
