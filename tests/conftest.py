@@ -142,10 +142,35 @@ def redis_url() -> str:
     """A Redis database number of this test process's own, flushed."""
     import redis
 
-    url = f"{REDIS_BASE_URL}/{1 + xdist_index() % 15}"
+    url = f"{REDIS_BASE_URL}/{_claim_redis_db()}"
     _require("Redis at " + REDIS_BASE_URL, lambda: redis.Redis.from_url(url, socket_timeout=3).flushdb(),
              "start redis-server on 127.0.0.1:6379 or set TEST_REDIS_URL")
     return url
+
+
+_redis_db_lock: Any = None
+
+
+def _claim_redis_db() -> int:
+    """Databases 1-15 are handed out by lock file, so two pytest runs on one machine never share one."""
+    global _redis_db_lock
+    import atexit
+    import fcntl
+    import tempfile
+
+    start = xdist_index() % 15
+    for step in range(15):
+        number = 1 + (start + step) % 15
+        handle = open(Path(tempfile.gettempdir()) / f"campaign-test-redis-{number}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _redis_db_lock = handle  # held until this process exits
+        atexit.register(handle.close)
+        return number
+    pytest.fail("all 15 test Redis databases are taken by other test runs on this machine")
 
 
 @pytest.fixture
