@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
+from email.header import Header
 from email.headerregistry import Address
+from email.policy import SMTP, compat32
 from email.utils import parseaddr
 from typing import Any
 
@@ -15,7 +18,8 @@ class HeaderInjection(ValueError):
     """A header value carries a line break: refused rather than sent."""
 
 
-_BREAKS = ("\r", "\n", "\0", "\u2028", "\u2029", "\x0b", "\x0c", "\x85")
+# Everything str.splitlines() breaks on (the email package uses it), and NUL.
+_BREAKS = ("\r", "\n", "\0", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85")
 
 
 def header_safe(value: str) -> str:
@@ -28,11 +32,57 @@ def header_safe(value: str) -> str:
     return value
 
 
+def no_encoded_words(value: str) -> str:
+    """Text in which nothing looks like an RFC 2047 encoded-word ("=?utf-8?q?...?=").
+
+    The email package decodes such lookalikes when it parses a header, and again when it refolds
+    one: "=?utf-8?q?=0D=0ABcc:_x?=" in a name or subject would come back as a line break and a
+    new header line (or a ValueError for an address). A space between "=" and "?" keeps the words.
+    """
+    while "=?" in value or "?=" in value:
+        value = value.replace("=?", "= ?").replace("?=", "? =")
+    return value
+
+
+# Address specials (RFC 5322) and the quoting backslash: a display name holding one must be
+# quoted, and refolding has been seen to lose the quotes; dropping them keeps names plain atoms.
+_SPECIALS = frozenset('()<>[]:;@\\,."')
+
+
 def display_name(value: str) -> str:
-    """A user-written name made fit for a From/To display name: breaks become spaces."""
-    cleaned = "".join(" " if ch in _BREAKS or ord(ch) < 32 else ch for ch in value)
-    # Short enough that the header never folds inside the quoted name.
-    return " ".join(cleaned.split())[:60]
+    """A user-written name made fit for a From/To display name.
+
+    Line breaks and control characters become spaces, address specials and invisible format
+    characters (bidi overrides that could make "<" appear where it is not) are dropped, encoded-word
+    lookalikes are broken up, and the result is short enough that the header never folds inside it.
+    """
+    cleaned = "".join(
+        " " if ch in _BREAKS or ord(ch) < 32 or unicodedata.category(ch) in {"Cc", "Zl", "Zp"}
+        else "" if ch in _SPECIALS or unicodedata.category(ch) in {"Cf", "Cs", "Co", "Cn"}
+        else ch
+        for ch in value)
+    name = no_encoded_words(" ".join(cleaned.split())[:60])
+    # A non-ASCII name is written as one encoded-word; split over two lines it would not read
+    # back the same, so it is cut to what fits on one line (40 UTF-8 bytes, base64 under 72).
+    while len(name.encode()) > 40 and not name.isascii():
+        name = name[:-1]
+    return name.strip()
+
+
+def subject_text(value: str) -> str:
+    """A subject as it is meant to be read back: refused if it carries a line break, encoded-word
+    lookalikes broken up, other control characters and runs of white space made one space (the
+    email package's folding would change them anyway)."""
+    cleaned = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in header_safe(value))
+    return no_encoded_words(" ".join(cleaned.split()))
+
+
+def address_safe(value: str) -> str:
+    """An address fit for an address header: no line break and no encoded-word lookalike (a
+    local part such as "=?utf-8?q?=0A?=" is valid syntax, but the email package decodes it)."""
+    if "=?" in header_safe(value) or "?=" in value:
+        raise HeaderInjection("encoded-word in an address")
+    return value
 
 
 class _Message(Message):
@@ -55,6 +105,17 @@ class _Message(Message):
 
     def _message(self) -> Any:
         msg = super()._message()
+        if self.subject:
+            del msg["Subject"]
+            # Stored as written (compat32): the SMTP policy would parse it and refold it, and
+            # its folder mixes plain words and encoded-words in ways that do not read back the
+            # same. Either one short ASCII line, or encoded-words only, each line under 78.
+            msg.policy = compat32
+            if self.subject.isascii() and len(self.subject) <= 68:
+                msg["Subject"] = self.subject
+            else:
+                msg["Subject"] = Header(self.subject, "utf-8", header_name="Subject").encode()
+            msg.policy = SMTP
         del msg["From"]
         msg["From"] = str(_address(self.sender))
         del msg["To"]
@@ -94,17 +155,17 @@ def build_message(draft: Draft, default_sender: str) -> Message:
     _, sender_address = parseaddr(default_sender)
     # Tuples, not strings: Flask-Mail re-parses string addresses, and a display name with
     # quotes, commas or colons would come out as a different (or broken) address list.
-    sender = (display_name(draft.sender_name), header_safe(sender_address))
-    recipient = (display_name(draft.to_name), header_safe(draft.to_address))
+    sender = (display_name(draft.sender_name), address_safe(sender_address))
+    recipient = (display_name(draft.to_name), address_safe(draft.to_address))
     headers = {header_safe(k): header_safe(v) for k, v in draft.headers.items()}
     message = _Message(
-        subject=header_safe(draft.subject),
+        subject=subject_text(draft.subject),
         sender=sender,
         recipients=[recipient],
         body=text,
         html=html,
         extra_headers=headers or None,
-        reply_to=header_safe(draft.reply_to) if draft.reply_to else None,
+        reply_to=address_safe(draft.reply_to) if draft.reply_to else None,
     )
     for filename, content_type, data in draft.attachments:
         message.attach(filename=header_safe(filename), content_type=content_type, data=data,
