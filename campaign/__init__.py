@@ -142,6 +142,10 @@ def register_operations(app: Flask) -> None:
     configure_logging(app)
     ops.init_app(app)
     register_ops_commands(app)
+    # Issue 11: the organizers' email status page.
+    from campaign.web import email_status
+
+    app.register_blueprint(email_status.bp)
 
 
 def register_logging(app: Flask) -> None:

@@ -184,6 +184,11 @@ SETTINGS: tuple[Setting, ...] = (
             "the target's next batched delivery (0: no single letters)"),
     Setting("DELIVERIES_INTERVAL", 60.0, float,
             "seconds between runs of the deliveries job (Celery beat): batches, routing, failure watch"),
+    # Operations (issue 11): docs/operations.md.
+    Setting("EMAIL_DELAY_WARNING_SECONDS", 120.0, float,
+            "the email status page warns that mail runs late once the oldest due email waited this long"),
+    Setting("PETITION_CLOSE_INTERVAL", 300.0, float,
+            "seconds between runs of the job that closes petitions whose closing date passed (Celery beat)"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "BASE_URL", "SIGNER_DATA_KEYS", "BLIND_INDEX_KEY", "DATABASE_URL")

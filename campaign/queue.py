@@ -105,6 +105,12 @@ def _celery_config(app: Flask) -> dict[str, Any]:
                 "schedule": float(config["DELIVERIES_INTERVAL"]),
                 "options": {"queue": "maintenance", "expires": float(config["DELIVERIES_INTERVAL"])},
             },
+            # Issue 3's closing dates: petitions past theirs are closed by this job.
+            "petitions-close-due": {
+                "task": "petitions.close_due",
+                "schedule": float(config["PETITION_CLOSE_INTERVAL"]),
+                "options": {"queue": "maintenance", "expires": float(config["PETITION_CLOSE_INTERVAL"])},
+            },
         },
         "timezone": "UTC",
     }

@@ -92,3 +92,17 @@ def run_deliveries() -> str:
                f"notified={notified}")
     log.info("deliveries: %s", summary)
     return summary
+
+
+@shared_task(name="petitions.close_due", ignore_result=True)
+def close_due_petitions() -> int:
+    """Close published petitions whose closing date has passed (issue 3). Safe to run twice."""
+    from campaign.services.organizing import close_due_petitions as close_due
+
+    try:
+        closed = close_due(db.session)
+        db.session.commit()
+    finally:
+        db.session.remove()
+    log.info("petitions closed at their closing date: %s", closed)
+    return closed

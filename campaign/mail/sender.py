@@ -14,9 +14,17 @@ from flask_mail import BadHeaderError, Connection, Message
 class TemporaryFailure(Exception):
     """Try again later: the server is busy, unreachable or said 4xx."""
 
+    def __init__(self, text: str, reason: str = "server_busy") -> None:
+        super().__init__(text)
+        self.reason = reason  # a key of campaign.mail.reasons.REASONS
+
 
 class PermanentFailure(Exception):
     """Do not try again: the server refused the message or the address (5xx)."""
+
+    def __init__(self, text: str, reason: str = "message_refused") -> None:
+        super().__init__(text)
+        self.reason = reason
 
 
 @functools.cache
@@ -55,17 +63,17 @@ def send_message(message: Message) -> None:
         with _TimedConnection(state) as connection:
             connection.send(message)
     except BadHeaderError as error:
-        raise PermanentFailure("bad header") from error
+        raise PermanentFailure("bad header", "bad_message") from error
     except smtplib.SMTPRecipientsRefused as error:
         codes = [code for code, _ in error.recipients.values()]
         detail = "; ".join(f"{code} {text!r}" for code, text in error.recipients.values())
         if codes and all(400 <= code < 500 for code in codes):
-            raise TemporaryFailure(f"recipient deferred: {detail}") from error
-        raise PermanentFailure(f"recipient refused: {detail}") from error
+            raise TemporaryFailure(f"recipient deferred: {detail}", "recipient_deferred") from error
+        raise PermanentFailure(f"recipient refused: {detail}", "recipient_refused") from error
     except smtplib.SMTPResponseException as error:
         text = f"{error.smtp_code} {error.smtp_error!r}"
         if 500 <= error.smtp_code < 600:
             raise PermanentFailure(text) from error
         raise TemporaryFailure(text) from error
     except (TimeoutError, smtplib.SMTPException, OSError) as error:
-        raise TemporaryFailure(f"{type(error).__name__}: {error}") from error
+        raise TemporaryFailure(f"{type(error).__name__}: {error}", "unreachable") from error

@@ -47,6 +47,9 @@ class OutboundEmail(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Scrubbed of addresses and tokens (campaign.mail.reasons.scrub_error).
     last_error: Mapped[str] = mapped_column(Text, default="")
+    # Why it waits or did not go, a key of campaign.mail.reasons.REASONS ("" when nothing to say).
+    reason: Mapped[str] = mapped_column(String(32), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

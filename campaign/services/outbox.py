@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from campaign.mail.messages import Draft, build_message
+from campaign.mail.reasons import scrub_error
 from campaign.mail.sender import PermanentFailure, TemporaryFailure, send_message
 from campaign.models import OutboundEmail, OutboxStatus, Petition
 from campaign.models.base import utcnow
@@ -146,7 +147,7 @@ def fail_abandoned(session: DbSession) -> int:
         .where(OutboundEmail.status == OutboxStatus.SENDING, OutboundEmail.lease_until < utcnow(),
                OutboundEmail.attempts >= int(current_app.config["OUTBOX_MAX_ATTEMPTS"]))
         .values(status=OutboxStatus.FAILED, lease_until=None,
-                last_error="the worker stopped while sending, on every attempt")
+                last_error="the worker stopped while sending, on every attempt", reason="worker_stopped")
         .execution_options(synchronize_session=False))
     session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -184,20 +185,21 @@ def deliver(session: DbSession, email_id: int) -> str:
     if row is None:
         return "skipped"
     if _suppressed(session, row):
-        return _finish(session, row, OutboxStatus.CANCELLED, "recipient suppressed")
+        return _finish(session, row, OutboxStatus.CANCELLED, "recipient suppressed", "suppressed")
     builder = _builders.get(row.kind)
     draft = builder(session, row) if builder else None
     if draft is None:
-        return _finish(session, row, OutboxStatus.CANCELLED, "no longer wanted")
+        return _finish(session, row, OutboxStatus.CANCELLED, "no longer wanted", "not_needed")
     try:
         message = build_message(draft, current_app.config["MAIL_DEFAULT_SENDER"])
         _crash_point("before_smtp")
         send_message(message)
         _crash_point("after_smtp")
     except TemporaryFailure as error:
-        return _retry_later(session, row, str(error))
+        return _retry_later(session, row, str(error), error.reason)
     except (PermanentFailure, ValueError) as error:
-        return _finish(session, row, OutboxStatus.FAILED, str(error))
+        # A ValueError is a message the email package would not write (e.g. a refused header).
+        return _finish(session, row, OutboxStatus.FAILED, str(error), getattr(error, "reason", "bad_message"))
     return _finish(session, row, OutboxStatus.SENT, "")
 
 
@@ -218,22 +220,25 @@ def _ours(row: OutboundEmail) -> Any:
                 OutboundEmail.lease_until == row.lease_until)
 
 
-def _finish(session: DbSession, row: OutboundEmail, status: OutboxStatus, error: str) -> str:
+def _finish(session: DbSession, row: OutboundEmail, status: OutboxStatus, error: str,
+            reason: str = "") -> str:
     now = utcnow()
-    _record(session, row, status=status, lease_until=None, last_error=error[:2000],
+    # Scrubbed: an SMTP reply may quote the recipient's address or a token.
+    _record(session, row, status=status, lease_until=None, last_error=scrub_error(error), reason=reason,
             sent_at=now if status == OutboxStatus.SENT else None)
     return {OutboxStatus.SENT: "sent", OutboxStatus.CANCELLED: "cancelled"}.get(status, "failed")
 
 
-def _retry_later(session: DbSession, row: OutboundEmail, error: str) -> str:
+def _retry_later(session: DbSession, row: OutboundEmail, error: str, reason: str = "server_busy") -> str:
     config = current_app.config
     if row.attempts >= int(config["OUTBOX_MAX_ATTEMPTS"]):
-        return _finish(session, row, OutboxStatus.FAILED, f"gave up after {row.attempts} attempts: {error}")
+        return _finish(session, row, OutboxStatus.FAILED, f"gave up after {row.attempts} attempts: {error}",
+                       "gave_up")
     delay = backoff_seconds(row.attempts, int(config["OUTBOX_BACKOFF_BASE"]),
                             int(config["OUTBOX_BACKOFF_MAX"]))
     email_id, attempts = row.id, row.attempts  # read before the commit expires them
-    _record(session, row, status=OutboxStatus.QUEUED, lease_until=None, last_error=error[:2000],
-            next_attempt_at=utcnow() + timedelta(seconds=delay))
+    _record(session, row, status=OutboxStatus.QUEUED, lease_until=None, last_error=scrub_error(error),
+            reason=reason, next_attempt_at=utcnow() + timedelta(seconds=delay))
     # Ids and numbers only (an SMTP answer may quote the address); the fault suite reads the delays.
     log.info("email %s: attempt %s deferred, next in %.1f s", email_id, attempts, delay)
     return "retry"

@@ -1,14 +1,12 @@
-"""Operations and surge: remaining columns and indexes.
+"""Operations and surge: the outbox's reason category (issue 11's email status page).
 
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-25 13:20:00
 
 """
-from alembic import op  # noqa: F401
-import sqlalchemy as sa  # noqa: F401
-
-import campaign.models.base  # noqa: F401
+from alembic import op
+import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
@@ -19,8 +17,10 @@ depends_on = None
 
 
 def upgrade():
-    pass
+    # A plain add_column (no batch rebuild on SQLite): old code that does not know it still works.
+    op.add_column('outbound_emails', sa.Column('reason', sa.String(length=32), server_default='', nullable=False))
 
 
 def downgrade():
-    pass
+    # Plain DROP COLUMN (SQLite 3.35+): no rebuild of a table that deliveries reference.
+    op.drop_column('outbound_emails', 'reason')
