@@ -26,6 +26,7 @@ class HoldReason(StrEnum):
     IP_BURST = "ip_burst"          # the same address signed this petition too often, too fast
     DOMAIN_BURST = "domain_burst"  # the same email domain did
     DISPOSABLE = "disposable"      # a throwaway-address domain (campaign/data/disposable_domains.txt)
+    RATE_LIMIT = "rate_limit"      # over Flask-Limiter's sign limits per address (SIGNING_RATELIMIT_*)
 
 
 class Signature(Base):
