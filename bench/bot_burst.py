@@ -5,9 +5,11 @@ gunicorn (production settings, PROXY_FIX_HOPS=0, so the client address is the TC
 loopback, PostgreSQL, Redis (broker and rate-limit storage), Celery workers and a loopback SMTP
 sink. Every client binds its own 127.x.y.z source address. Real signers behave as people do:
 they open the page, take 3 to 8 seconds to fill the form, sign with their own (varied) mailbox
-and confirm from the email. Bots fire as fast as they can from 5 addresses: half fill every field
-including the hidden one, half leave it empty; their addresses are throwaway, bot-farm or webmail
-ones; they never confirm (they cannot read the inboxes).
+and confirm from the email; their browsers run the page's script, which fetches the signed
+opening time (form-started). Bots fire as fast as they can from 5 addresses: half fill every
+field including the hidden one (plain scripts), half leave it empty and fetch form-started as a
+headless browser would; their addresses are throwaway, bot-farm or webmail ones; they never
+confirm (they cannot read the inboxes).
 
 Prints: real signers accepted (303) and counted after confirming (target: all 300), and bot
 attempts held, refused (any answer but 303; the sign form never answers 429) or left pending
@@ -70,23 +72,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def form_body(token: str, name: str, email: str, honeypot: str = "") -> bytes:
+def form_body(token: str, name: str, email: str, honeypot: str = "", started: str = "") -> bytes:
     return urlencode({"name": name, "email": email, "country": "DE", "form_token": token, "source": "",
-                      "website": honeypot}).encode()
+                      "website": honeypot, "form_started": started}).encode()
 
 
 async def sign(port: int, source: str, name: str, email: str, think: float,
-               honeypot: str) -> tuple[int, float]:
-    """GET the page, wait `think` seconds, POST. Returns the POST's status and latency."""
+               honeypot: str, script: bool = True) -> tuple[int, float]:
+    """GET the page (and, with `script`, its form-started note, as the page's script does), wait
+    `think` seconds, POST. Returns the POST's status and latency."""
     page = await http_request(port, "GET", f"/petitions/{SLUG}", source)
     match = TOKEN.search(page.body)
     if page.status != 200 or not match:
         return -page.status, 0.0
+    started = ""
+    if script:
+        note = await http_request(port, "GET", f"/petitions/{SLUG}/form-started", source)
+        started = note.body.decode().strip() if note.status == 200 else ""
     if think:
         await asyncio.sleep(think)
     started = time.perf_counter()
     answer = await http_request(port, "POST", f"/petitions/{SLUG}/sign", source,
-                                form_body(match.group(1).decode(), name, email, honeypot),
+                                form_body(match.group(1).decode(), name, email, honeypot, started),
                                 {"Content-Type": "application/x-www-form-urlencoded",
                                  "Origin": f"http://127.0.0.1:{port}"})
     return answer.status, time.perf_counter() - started
@@ -114,7 +121,8 @@ async def run_burst(port: int, args: argparse.Namespace, rng: random.Random) -> 
         while queue:
             name, email, source, honeypot = queue.pop()
             try:
-                bot_results.append(await sign(port, source, name, email, 0.0, honeypot))
+                bot_results.append(await sign(port, source, name, email, 0.0, honeypot,
+                                              script=not honeypot))
             except (TimeoutError, OSError):
                 bot_results.append((0, 0.0))
 
@@ -226,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                   "celery_worker_processes": args.celery_workers, "proxy_fix_hops": 0,
                   "bot_mix": "half fill the hidden field; domains " + ", ".join(BOT_DOMAINS),
                   "settings": "production defaults (SIGNING_IP_BURST 1/60, 5/300; SIGNING_DOMAIN_BURST "
-                              "30/60, 100/300; SIGNING_MIN_FILL_SECONDS 3; FORM_TOKEN_BUCKET 60)",
+                              "30/60, 100/300; SIGNING_RATELIMIT_PER_IP 20 per minute, 200 per hour; "
+                              "SIGNING_RATELIMIT_PER_PETITION 2 per minute, 10 per hour; "
+                              "SIGNING_MIN_FILL_SECONDS 3; FORM_TOKEN_BUCKET 60)",
+                  "redis": "BENCH_REDIS_URL (broker and rate-limit storage)",
                   "versions": versions()}
     log(f"conditions: {conditions}")
     with workdir(args.keep) as work, fresh_database("botburst", keep=args.keep) as url:

@@ -150,6 +150,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RATELIMIT_API", "120 per minute; 3000 per hour", str, "requests to /api/ per client address"),
     Setting("RATELIMIT_ORGANIZER", "120 per minute; 2000 per hour", str,
             "organizer and admin actions (POST) per signed-in account, or per address when signed out"),
+    Setting("RATELIMIT_ENABLED", True, bool,
+            "Flask-Limiter on; off only for measuring the bare signing path (each app has its own limiter)"),
+    Setting("SIGNING_RATELIMIT_PER_IP", "20 per minute; 200 per hour", str,
+            "sign requests from one client address across petitions (Flask-Limiter) before its "
+            "signatures are held (never a 429); empty: off"),
+    Setting("SIGNING_RATELIMIT_PER_PETITION", "2 per minute; 10 per hour", str,
+            "sign requests from one client address to one petition (Flask-Limiter) before its "
+            "signatures are held (never a 429); empty: off"),
     Setting("SIGNING_MIN_FILL_SECONDS", 3, int,
             "a signature sent sooner than this after its form token's issue time is held"),
     Setting("SIGNING_IP_BURST", "1/60, 5/300", str,

@@ -1,7 +1,5 @@
 """Flask extensions, created unbound here and bound to an app in create_app()."""
 
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_mail import Mail
 from flask_migrate import Migrate
@@ -15,5 +13,5 @@ migrate = Migrate(compare_type=True, render_as_batch=True)
 csrf = CSRFProtect()
 mail = Mail()
 login_manager = LoginManager()
-# Rate limits: storage and limits come from the config (RATELIMIT_*); see campaign/web/ratelimit.py.
-limiter = Limiter(key_func=get_remote_address)
+# Rate limits: each app builds its own Limiter (campaign/web/ratelimit.py): a shared one would keep
+# the first app's RATELIMIT_ENABLED and storage for every later app of the process.

@@ -49,6 +49,8 @@ def base_config(database_url: str, smtp_port: int, **overrides: Any) -> dict[str
         "SIGNING_IP_BURST": "",
         "SIGNING_DOMAIN_BURST": "",
         "SIGNING_MIN_FILL_SECONDS": 0,
+        "SIGNING_RATELIMIT_PER_IP": "",
+        "SIGNING_RATELIMIT_PER_PETITION": "",
         **KEYS,
     }
     config.update(overrides)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 SIGNERS = [(f"Secretname{n} Hiddenfamily", f"hidden.person{n}@example.com") for n in range(100)]
 
 
-def test_pg_dump_holds_no_signer_name_email_or_postcode(make_pg_app, pg_url, mailbox):
+def test_pg_dump_holds_no_signer_name_email_postcode_or_comment(make_pg_app, pg_url, mailbox):
     if shutil.which("pg_dump") is None:
         pytest.skip("pg_dump not installed: apt-get install postgresql-client")
     app = make_pg_app()
@@ -25,7 +25,8 @@ def test_pg_dump_holds_no_signer_name_email_or_postcode(make_pg_app, pg_url, mai
         db.session.commit()
     client = app.test_client()
     for name, email in SIGNERS:
-        assert sign(client, name=name, email=email, postcode="364051").status_code == 303
+        assert sign(client, name=name, email=email, postcode="364051",
+                    comment="Privatecommentword from Grozny").status_code == 303
     dump = subprocess.run(["pg_dump", "--data-only", pg_url.replace("+psycopg", "")],
                           capture_output=True, timeout=60, check=True).stdout
     assert b"signatures" in dump and len(dump) > 10_000
@@ -33,3 +34,4 @@ def test_pg_dump_holds_no_signer_name_email_or_postcode(make_pg_app, pg_url, mai
             if secret.encode() in dump]
     assert hits == []
     assert b"364051" not in dump
+    assert b"Privatecommentword" not in dump

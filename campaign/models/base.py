@@ -3,7 +3,9 @@
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, MetaData
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from flask import current_app
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, MetaData, Text
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -52,3 +54,41 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def signer_fernet() -> MultiFernet:
+    """The current app's SIGNER_DATA_KEYS as a MultiFernet: the first key encrypts, all decrypt."""
+    app = current_app
+    keys = app.config["SIGNER_DATA_KEYS"]
+    cached = app.extensions.get("campaign.signer_fernet")
+    if cached is None or cached[0] != keys:
+        parts = [key.strip() for key in keys.split(",") if key.strip()]
+        cached = (keys, MultiFernet([Fernet(key.encode()) for key in parts]))
+        app.extensions["campaign.signer_fernet"] = cached
+    return cached[1]
+
+
+class EncryptedText(TypeDecorator[str]):
+    """Signer text read and written as str but stored as a Fernet token (SIGNER_DATA_KEYS), so
+    code that needs it in the clear (letters at send time) reads it like any column, and a dump
+    shows only ciphertext. The empty string is stored empty: it says nothing but "no text".
+
+    Filters on such a column compare ciphertexts and match nothing: filter after reading.
+    The key rotation command re-encrypts these columns too.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: object) -> str | None:
+        if not value:
+            return value
+        return signer_fernet().encrypt(value.encode("utf-8")).decode("ascii")
+
+    def process_result_value(self, value: str | None, dialect: object) -> str | None:
+        if not value:
+            return value
+        try:
+            return signer_fernet().decrypt(value.encode("ascii")).decode("utf-8")
+        except (InvalidToken, UnicodeEncodeError):
+            raise ValueError("signer data cannot be decrypted with the configured keys") from None

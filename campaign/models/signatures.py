@@ -6,7 +6,7 @@ from enum import StrEnum
 from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from campaign.models.base import Base, BigID, UTCDateTime, enum_check, utcnow
+from campaign.models.base import Base, BigID, EncryptedText, UTCDateTime, enum_check, utcnow
 
 
 class SignatureStatus(StrEnum):
@@ -26,6 +26,7 @@ class HoldReason(StrEnum):
     IP_BURST = "ip_burst"          # the same address signed this petition too often, too fast
     DOMAIN_BURST = "domain_burst"  # the same email domain did
     DISPOSABLE = "disposable"      # a throwaway-address domain (campaign/data/disposable_domains.txt)
+    RATE_LIMIT = "rate_limit"      # over Flask-Limiter's sign limits per address (SIGNING_RATELIMIT_*)
 
 
 class Signature(Base):
@@ -49,7 +50,8 @@ class Signature(Base):
     # Keyed hash of the normalized email: uniqueness and look-ups without decrypting.
     email_index: Mapped[str] = mapped_column(String(64), index=True)
     country: Mapped[str] = mapped_column(String(8))
-    comment: Mapped[str] = mapped_column(Text, default="")
+    # Encrypted like the name (EncryptedText): what someone writes can name them.
+    comment: Mapped[str] = mapped_column(EncryptedText, default="")
     consent_updates: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[str] = mapped_column(String(64), default="")
     locale: Mapped[str] = mapped_column(String(16), default="en")

@@ -62,6 +62,8 @@ class SigningSignals:
     honeypot_filled: bool = False
     # Seconds between the form token's issue time and the POST; None if unknown.
     fill_seconds: float | None = None
+    # Over a Flask-Limiter sign limit (per address, per address on the petition): web/ratelimit.py.
+    over_rate_limit: bool = False
 
 
 def parse_bursts(text: str) -> list[tuple[int, int]]:
@@ -198,6 +200,8 @@ def hold_reasons(session: DbSession, petition_id: int, *, ip_hash: str | None, d
         reasons.append(HoldReason.TOO_FAST)
     if domain and is_disposable(domain):
         reasons.append(HoldReason.DISPOSABLE)
+    if signals.over_rate_limit:
+        reasons.append(HoldReason.RATE_LIMIT)
     ip_rules = parse_bursts(config["SIGNING_IP_BURST"])
     if ip_hash and ip_rules:
         counts = _recent_counts(session, petition_id, Signature.ip_hash, ip_hash, ip_rules)
@@ -580,7 +584,7 @@ def trending_alert_email(session: DbSession, row: OutboundEmail) -> Draft | None
 _GROUPS: tuple[tuple[str, frozenset[str]], ...] = (
     ("automated", frozenset({HoldReason.HONEYPOT, HoldReason.TOO_FAST})),
     ("disposable", frozenset({HoldReason.DISPOSABLE})),
-    ("rate_limits", frozenset({HoldReason.IP_BURST, HoldReason.DOMAIN_BURST})),
+    ("rate_limits", frozenset({HoldReason.IP_BURST, HoldReason.DOMAIN_BURST, HoldReason.RATE_LIMIT})),
 )
 
 

@@ -1,7 +1,8 @@
 """Key rotation for SIGNER_DATA_KEYS: re-encrypt every stored ciphertext under the first key.
 
 Every column named *_encrypted (signers' names, emails and postcodes, organizers' TOTP secrets,
-and whatever later tables add under that name) is found from the models' metadata. Rows are
+and whatever later tables add under that name) and every EncryptedText column (signers'
+comments) is found from the models' metadata. Rows are
 read in primary-key order, in batches, each batch committed: a run that stops is resumed by
 running it again, and a value already under the first key is left alone (idempotent).
 """
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
-from sqlalchemy import LargeBinary, Table, select, update
+from sqlalchemy import LargeBinary, Table, Text, literal, select, type_coerce, update
 
 from campaign.models import Base
+from campaign.models.base import EncryptedText
 from campaign.services.privacy import cipher
 from campaign.services.types import DbSession
 
@@ -33,13 +35,15 @@ class RotationReport:
 
 
 def encrypted_columns() -> list[tuple[Table, str]]:
-    """(table, column) for every LargeBinary column named *_encrypted on a table with an id."""
+    """(table, column) for every LargeBinary column named *_encrypted, and every EncryptedText
+    column, on a table with an id."""
     found = []
     for table in Base.metadata.sorted_tables:
         if "id" not in table.c:
             continue
         for column in table.c:
-            if column.name.endswith("_encrypted") and isinstance(column.type, LargeBinary):
+            if isinstance(column.type, EncryptedText) or (
+                    column.name.endswith("_encrypted") and isinstance(column.type, LargeBinary)):
                 found.append((table, column.name))
     return found
 
@@ -60,19 +64,24 @@ def rotate_signer_keys(session: DbSession, batch: int = 500,
     primary = _primary()
     report = RotationReport()
     for table, name in encrypted_columns():
-        column, key = table.c[name], table.c["id"]
+        key = table.c["id"]
+        textual = isinstance(table.c[name].type, EncryptedText)
+        # EncryptedText would decrypt on read and encrypt on write: handle its raw tokens.
+        column = type_coerce(table.c[name], Text) if textual else table.c[name]
         label = f"{table.name}.{name}"
         report.per_column.setdefault(label, 0)
         last = None
         while True:
             query = select(key, column).where(column.is_not(None)).order_by(key).limit(batch)
+            if textual:  # an empty comment is stored empty
+                query = query.where(column != literal("", Text))
             if last is not None:
                 query = query.where(key > last)
             rows = session.execute(query).all()
             if not rows:
                 break
             for row_id, value in rows:
-                token = bytes(value)
+                token = value.encode("ascii") if textual else bytes(value)
                 try:
                     primary.decrypt(token)
                     report.current += 1
@@ -84,7 +93,9 @@ def rotate_signer_keys(session: DbSession, batch: int = 500,
                 except InvalidToken:
                     raise ValueError(f"{label} of row {row_id} cannot be decrypted with any key in "
                                      "SIGNER_DATA_KEYS: put the old key back and run again") from None
-                session.execute(update(table).where(key == row_id, column == value).values({name: rotated}))
+                stored = literal(rotated.decode("ascii"), Text) if textual else rotated
+                session.execute(update(table).where(key == row_id, column == literal(value, column.type))
+                                .values({name: stored}))
                 report.rotated += 1
                 report.per_column[label] += 1
             last = rows[-1][0]

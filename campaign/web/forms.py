@@ -16,6 +16,8 @@ from wtforms.validators import DataRequired, Length, ValidationError
 from campaign.services.countries import country_choices
 
 _FORM_SALT = "campaign.sign-form"
+_STARTED_SALT = "campaign.sign-form-started"
+STARTED_FIELD = "form_started"
 # Printable text in any script is welcome; control characters are not.
 _CONTROL = {chr(c) for c in range(32)} - {"\n", "\r", "\t"} | {"\x7f"}
 
@@ -132,3 +134,27 @@ def check_form_token(token: str, petition_id: int) -> str | None:
     except BadSignature:
         return "invalid"
     return None if value == petition_id else "invalid"
+
+
+def _started_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_STARTED_SALT,
+                                  signer_kwargs={"digest_method": hashlib.sha256})
+
+
+def make_started_token(slug: str) -> str:
+    """A token saying "the sign form of this petition was opened now", to the second."""
+    return _started_serializer().dumps(slug)
+
+
+def started_at(token: str, slug: str) -> int | None:
+    """When the form was opened (Unix seconds), if the token is genuine, for this petition and
+    not older than FORM_TOKEN_MAX_AGE; else None (no JavaScript, or tampered: the form token's
+    window is all we know)."""
+    if not token or len(token) > 500:
+        return None
+    try:
+        value, stamp = _started_serializer().loads(
+            token, max_age=int(current_app.config["FORM_TOKEN_MAX_AGE"]), return_timestamp=True)
+    except BadSignature:  # SignatureExpired included
+        return None
+    return int(stamp.timestamp()) if value == slug else None

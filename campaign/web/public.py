@@ -44,7 +44,16 @@ from campaign.services.signing import (
     sign_petition,
     signature_for_token,
 )
-from campaign.web.forms import SignForm, check_form_token, form_token_window, make_form_token
+from campaign.web.forms import (
+    STARTED_FIELD,
+    SignForm,
+    check_form_token,
+    form_token_window,
+    make_form_token,
+    make_started_token,
+    started_at,
+)
+from campaign.web.ratelimit import signing_over_limit
 from campaign.web.security import same_origin_post
 
 bp = Blueprint("public", __name__)
@@ -136,17 +145,35 @@ def _form_issued_at(token: str) -> int | None:
 
 
 def _signals(token: str) -> SigningSignals:
-    issued = _form_issued_at(token)
+    """What the hold decision needs from this request. The fill time counts from the later of
+    the form token's window start and the page's own opening time (form_started, see
+    form_started below), so a cached page's shared token no longer hides a fast bot."""
+    slug = str((request.view_args or {}).get("slug", ""))
+    issued = [moment for moment in (_form_issued_at(token),
+                                    started_at(request.form.get(STARTED_FIELD, ""), slug))
+              if moment is not None]
     return SigningSignals(
         ip=request.remote_addr,
         honeypot_filled=bool((request.form.get(HONEYPOT_FIELD) or "").strip()),
-        fill_seconds=None if issued is None else time.time() - issued)
+        fill_seconds=time.time() - max(issued) if issued else None,
+        over_rate_limit=signing_over_limit(slug))
 
 
 def _paused_page(petition: Petition) -> Response:
     form = SignForm(formdata=None)
     response = _render_petition(petition, form, 503)
     response.headers["Retry-After"] = "300"
+    return response
+
+
+@bp.get("/petitions/<slug>/form-started")
+def form_started(slug: str) -> Response:
+    """A signed "this page was opened now" for the sign form, fetched by static/js/site.js when
+    the page loads: the cached page's own token only says in which FORM_TOKEN_BUCKET window it
+    was rendered. Never cached; no database query, no cookie."""
+    response = make_response(make_started_token(slug[:200]))
+    response.mimetype = "text/plain"
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -2,22 +2,30 @@
 the API per client, organizer and admin actions per account. The limits are settings
 (RATELIMIT_*), read per request, so a change needs a restart but no code.
 
-The public sign form is never limited here: a signature over a threshold is held silently by
-the signing service (DESIGN, R14), it never gets a 429. Keys are keyed hashes, never a raw
-address or email, so Redis holds nothing that names anyone.
+The public sign forms are never answered with a 429: their counters (per client address, and
+per address on one petition) only decide whether a signature is held, silently, by the signing
+service (DESIGN, R14). Keys are keyed hashes, never a raw address or email, so Redis holds
+nothing that names anyone.
+
+Each app gets its own Limiter (one module-level Limiter would keep the first app's
+RATELIMIT_ENABLED and storage for every later app of the process), and writes its own
+Retry-After: only on 429s, never over one a view set itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
+from flask_limiter import Limiter
 from flask_login import current_user
+from limits import RateLimitItem, parse_many
 
-from campaign.extensions import limiter
 from campaign.services.emails import InvalidEmail, parse_email
 from campaign.services.privacy import cipher
 
@@ -30,6 +38,7 @@ API_BLUEPRINTS = frozenset({"api"})
 # Never limited with a 429, whatever else changes (DESIGN: held silently instead).
 NEVER_LIMITED = frozenset({"public.sign", "embed.sign"})
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+log = logging.getLogger(__name__)
 
 
 def client_key() -> str:
@@ -89,8 +98,7 @@ class Rule:
     writes_only: bool = True
 
 
-# Built once per process, so registering them on every app (tests build many) adds nothing twice:
-# Flask-Limiter keeps a blueprint's limits in a set of equal definitions.
+# Built once per process and attached to each app's own Limiter.
 RULES = (
     Rule(frozenset({"auth"}), "RATELIMIT_LOGIN_PER_IP", client_key, "login-ip", _outside(LOGIN_ENDPOINTS)),
     Rule(frozenset({"auth"}), "RATELIMIT_LOGIN_PER_ACCOUNT", account_key, "login-account",
@@ -104,10 +112,17 @@ RULES = (
 _PROVIDERS = {rule.setting: _setting(rule.setting) for rule in RULES}
 
 
+def current_limiter() -> Limiter:
+    return cast(Limiter, current_app.extensions["campaign.limiter"])
+
+
 def install(app: Flask) -> None:
-    """Bind Flask-Limiter to the app and attach the RULES to their blueprints, by name, so a
+    """Bind a Limiter of this app's own and attach the RULES to their blueprints, by name, so a
     blueprint registered later (or not at all yet) is covered too."""
-    limiter.init_app(app)
+    # Headers are written by _limit_headers below: Flask-Limiter's own would put Retry-After
+    # on every limited response and overwrite the one a view set (a 503's "300").
+    limiter = Limiter(key_func=client_key, headers_enabled=False)
+    limiter.request_filter(_never_limited)
     for rule in RULES:
         for name in rule.blueprints:
             # Flask-Limiter keys blueprint limits by the blueprint's name; a stand-in with the
@@ -117,8 +132,82 @@ def install(app: Flask) -> None:
                 _PROVIDERS[rule.setting], scope=rule.scope, key_func=rule.key,
                 methods=list(WRITE_METHODS) if rule.writes_only else None,
                 exempt_when=rule.exempt_when, override_defaults=False)(cast(Blueprint, target))
+    # Registered before init_app, so it runs after Flask-Limiter's own after_request hooks.
+    app.after_request(_limit_headers)
+    limiter.init_app(app)
+    app.extensions["campaign.limiter"] = limiter
 
 
-@limiter.request_filter
 def _never_limited() -> bool:
     return request.endpoint in NEVER_LIMITED
+
+
+def _limit_headers(response: Response) -> Response:
+    limiter = current_app.extensions.get("campaign.limiter")
+    limit = limiter.current_limit if limiter is not None and limiter.enabled else None
+    if limit is None:
+        return response
+    try:
+        reset_at, remaining = int(limit.reset_at), int(limit.remaining)
+    except Exception:  # the storage went away after the check: the answer stands without them
+        log.warning("rate limit storage unreachable while writing headers")
+        return response
+    if current_app.config.get("RATELIMIT_HEADERS_ENABLED"):
+        response.headers["X-RateLimit-Limit"] = str(limit.limit.amount)
+        response.headers["X-RateLimit-Remaining"] = str(remaining)
+        response.headers["X-RateLimit-Reset"] = str(reset_at)
+    if response.status_code == 429 and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = str(max(1, reset_at - int(time.time())))
+    return response
+
+
+# --- the sign forms: counted here, held by the signing service, never refused -------------------
+
+_STORAGE_PAUSE = 5.0  # seconds the sign path skips an unreachable storage before trying again
+
+
+def signing_over_limit(petition: str) -> bool:
+    """Count this sign request in Flask-Limiter's storage (Redis in production, memory in the
+    embedded default), per client address across petitions (SIGNING_RATELIMIT_PER_IP) and per
+    address on this petition, named by its slug (SIGNING_RATELIMIT_PER_PETITION); True if either
+    is over its limit.
+
+    Every request is counted, whatever its outcome, so a held and a normal request do the same
+    work. The atomic counters also close the window in which concurrent requests from one
+    address all pass the database's burst check. A storage that cannot be reached answers
+    False (never a failed or slow signature) and is skipped for a few seconds; the database's
+    burst checks still hold.
+    """
+    limiter = current_limiter()
+    config = current_app.config
+    if not limiter.enabled:
+        return False
+    state = current_app.extensions.setdefault("campaign.sign_limits", {"skip_until": 0.0})
+    if state["skip_until"] > time.monotonic():
+        return False
+    key = client_key()
+    prefix = str(config.get("RATELIMIT_KEY_PREFIX") or "")
+    checks: list[tuple[RateLimitItem, tuple[str, ...]]] = [
+        *((item, (prefix, "sign-ip", key)) for item in _limits(config["SIGNING_RATELIMIT_PER_IP"])),
+        *((item, (prefix, "sign-petition", petition, key))
+          for item in _limits(config["SIGNING_RATELIMIT_PER_PETITION"]))]
+    over = False
+    try:
+        for item, identifiers in checks:
+            if not limiter.limiter.hit(item, *identifiers):
+                over = True
+    except Exception:
+        log.warning("rate limit storage unreachable on the sign path; skipped for %.0f s", _STORAGE_PAUSE)
+        state["skip_until"] = time.monotonic() + _STORAGE_PAUSE
+        return False
+    return over
+
+
+_parsed: dict[str, list[RateLimitItem]] = {}
+
+
+def _limits(text: str | None) -> list[RateLimitItem]:
+    text = (text or "").strip()
+    if text not in _parsed:
+        _parsed[text] = list(parse_many(text)) if text else []
+    return _parsed[text]

@@ -18,6 +18,8 @@ from tests.support import form_token
 SLUG = "g20-chechnya"
 # The production defaults for the signing path's bot checks (tests/support switches them off).
 BOT_CHECKS = {"SIGNING_IP_BURST": "1/60, 5/300", "SIGNING_DOMAIN_BURST": "30/60, 100/300",
+              "SIGNING_RATELIMIT_PER_IP": "20 per minute; 200 per hour",
+              "SIGNING_RATELIMIT_PER_PETITION": "2 per minute; 10 per hour",
               "SIGNING_MIN_FILL_SECONDS": 0, "FORM_TOKEN_BUCKET": 1}
 
 

@@ -91,3 +91,36 @@ def test_sqlish_payloads_in_every_search_and_filter(make_sec_app, payload):
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Signature)) == 3
         assert db.session.scalar(select(Petition.slug).where(Petition.slug == SLUG)) == SLUG
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | field,
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                 max_size=4), max_leaves=12)
+
+
+def test_the_json_sign_api_never_answers_500(make_sec_app):
+    """Any JSON value, and objects with the signer's fields set to anything, never a 5xx
+    (Schemathesis in tests/api covers the documented shapes; this covers the undocumented)."""
+    app = make_sec_app(RATELIMIT_API="100000 per minute")
+    client = client_from(app, "198.51.100.2")
+    path = f"/api/v1/petitions/{SLUG}/signatures"
+
+    @settings(max_examples=EXAMPLES // 2, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(body=st.one_of(_json, st.fixed_dictionaries(
+        {"name": st.one_of(field, _json), "email": st.one_of(st.emails(), field, _json),
+         "country": st.one_of(st.sampled_from(["DE", "FR"]), field, _json)},
+        optional={"postcode": _json, "comment": _json, "consent_updates": _json, "source": _json,
+                  "website": _json})), raw=st.booleans())
+    def fuzz(body, raw):
+        import json
+
+        if raw:  # also bytes that are not JSON at all
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass")[:-1]
+        else:
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        response = client.post(path, data=data, content_type="application/json")
+        assert response.status_code < 500, (body, response.status_code)
+        assert response.content_type == "application/problem+json" or response.status_code == 202
+
+    fuzz()

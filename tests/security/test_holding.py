@@ -55,7 +55,8 @@ def test_same_address_twice_in_60s_then_six_in_five_minutes(sec_app):
 
 
 def test_five_per_300_seconds_alone(make_sec_app):
-    app = make_sec_app(SIGNING_IP_BURST="5/300")
+    # Backdating moves the database's clock only: Flask-Limiter's counters are off here.
+    app = make_sec_app(SIGNING_IP_BURST="5/300", SIGNING_RATELIMIT_PER_IP="", SIGNING_RATELIMIT_PER_PETITION="")
     client = client_from(app, "198.51.100.9")
     for number in range(6):
         _backdate(app, 40)
@@ -214,3 +215,41 @@ def test_fresh_petition_page_says_nothing_was_held(sec_app):
     assert "No signatures have been held or removed." in page
     assert 'name="website"' in page and 'class="hp-field"' in page
     assert form_token(page)
+
+
+def test_fill_time_counts_from_the_pages_own_opening_not_its_token_window(make_sec_app, monkeypatch):
+    """The cached page's token is shared by a whole FORM_TOKEN_BUCKET window, so alone it let a
+    bot that posted at once through whenever the window was older than the minimum. The page's
+    script fetches a signed opening time (form-started); the fill time counts from it."""
+    import itsdangerous.timed
+
+    from campaign.web.forms import make_form_token
+
+    app = make_sec_app(SIGNING_MIN_FILL_SECONDS=5, FORM_TOKEN_BUCKET=60)
+    pid = demo_petition_id(app)
+    with app.test_request_context():
+        old_window = make_form_token(pid, int(time.time()) - 40)
+    client = client_from(app, "203.0.113.40")
+    page = client.get(f"/petitions/{SLUG}").get_data(as_text=True)
+    assert f'data-form-started="/petitions/{SLUG}/form-started"' in page
+    started = client.get(f"/petitions/{SLUG}/form-started")
+    assert started.headers["Cache-Control"] == "no-store" and "Set-Cookie" not in started.headers
+
+    def sign(number, **extra):
+        sign_as(client_from(app, f"203.0.113.{50 + number}"), f"fill{number}@example.org",
+                form_token=old_window, **extra)
+
+    sign(0, form_started=started.get_data(as_text=True))        # opened just now: a bot
+    real = time.time
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real() - 12)
+    with app.test_request_context():
+        from campaign.web.forms import make_started_token
+
+        earlier, elsewhere = make_started_token(SLUG), make_started_token("another-petition")
+    monkeypatch.setattr(itsdangerous.timed.time, "time", real)
+    sign(1, form_started=earlier)                                 # opened 12 s ago: a person
+    sign(2, form_started=earlier[:-3] + "AAA")                    # tampered: the window decides
+    sign(3, form_started=elsewhere)                               # another petition's: ignored
+    sign(4)                                                       # no script: the window decides
+    assert _statuses(app) == [("held", "too_fast"), ("pending", None), ("pending", None),
+                              ("pending", None), ("pending", None)]

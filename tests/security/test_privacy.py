@@ -224,8 +224,11 @@ def test_rotate_signer_keys_reencrypts_everything_idempotent_and_resumable(make_
     with only_new.app_context():
         from campaign.services.privacy import cipher
 
-        names = [cipher().decrypt(s.name_encrypted) for s in db.session.scalars(select(Signature))]
+        rows = list(db.session.scalars(select(Signature)))
+        names = [cipher().decrypt(s.name_encrypted) for s in rows]
         assert sorted(names) == sorted(f"Name of rot{n}@example.org" for n in range(7))
+        # Comments (EncryptedText) are rotated too.
+        assert [s.comment for s in rows] == ["my comment"] * 7
         user = db.session.scalar(select(User).where(User.email == "totp@example.org"))
         assert cipher().decrypt(user.totp_secret_encrypted) == "JBSWY3DPEHPK3PXP"
     # A value no configured key can read stops the run with a clear message.
@@ -235,7 +238,51 @@ def test_rotate_signer_keys_reencrypts_everything_idempotent_and_resumable(make_
     assert failed.exit_code != 0 and "cannot be decrypted" in failed.output
 
 
+def test_comments_are_stored_encrypted_and_read_back_in_the_clear(make_sec_app):
+    app = make_sec_app()
+    _sign(app, "commenter@example.org", confirmed=False)
+    _sign(app, "silent@example.org", ip="198.51.100.2", confirmed=False)
+    with app.app_context():
+        db.session.execute(text("UPDATE signatures SET comment = '' WHERE id = 2"))
+        db.session.commit()
+        raw = dict(db.session.execute(text("SELECT id, comment FROM signatures")).all())
+        assert raw[2] == ""  # an empty comment is stored empty
+        assert "my comment" not in raw[1] and raw[1].startswith("gAAAA")  # a Fernet token
+        assert [s.comment for s in db.session.scalars(select(Signature).order_by(Signature.id))] == [
+            "my comment", ""]
+    other_keys = make_sec_app(SIGNER_DATA_KEYS=Fernet.generate_key().decode(),
+                              DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"])
+    with other_keys.app_context(), pytest.raises(ValueError, match="cannot be decrypted"):
+        db.session.scalars(select(Signature.comment)).all()
+
+
 def test_trending_alert_rows_hold_hashes_not_addresses(sec_app):
     with sec_app.app_context():
         assert "subject" in TrendingAlert.__table__.c and "ip" not in TrendingAlert.__table__.c
     assert demo_petition_id(sec_app)
+
+
+def test_migration_0007_encrypts_existing_comments_and_downgrade_decrypts(tmp_path, smtp_port):
+    from flask_migrate import downgrade, upgrade
+
+    from campaign import create_app
+    from campaign.services.demo import seed_demo
+    from tests.support import base_config
+
+    app = create_app(base_config(f"sqlite:///{tmp_path / 'm7.db'}", smtp_port))
+    with app.app_context():
+        db.drop_all()
+        upgrade()
+        seed_demo(db.session)
+        db.session.commit()
+    _sign(app, "old@example.org", confirmed=False)
+    with app.app_context():
+        downgrade(revision="0006")
+        assert db.session.scalar(text("SELECT comment FROM signatures")) == "my comment"
+        db.session.remove()  # SQLite: the migration needs the write lock the session holds
+        upgrade()
+        stored = db.session.scalar(text("SELECT comment FROM signatures"))
+        assert stored.startswith("gAAAA") and "my comment" not in stored
+        assert db.session.scalar(select(Signature.comment)) == "my comment"
+        db.session.remove()
+        db.engine.dispose()

@@ -111,3 +111,77 @@ def test_client_address_comes_only_from_the_configured_proxy_hops(make_sec_app, 
     statuses = [_login_attempt(client, f"n{n}@example.org", **{"X-Forwarded-For": f"203.0.113.{n}"}).status_code
                 for n in range(5)]
     assert (429 in statuses) is limited
+
+
+# --- each app its own limiter; Retry-After only where it belongs --------------------------------
+
+def test_each_app_has_its_own_limiter(make_sec_app):
+    """One module-level Limiter kept the first app's RATELIMIT_ENABLED (and storage) for every
+    later app of the process (here: the last one's). Shown to fail once with the shared
+    limiter: the first app answered 401 to every attempt."""
+    limited = make_sec_app(**TIGHT)
+    unlimited = make_sec_app(**(TIGHT | {"RATELIMIT_ENABLED": False}))
+    assert [_login_attempt(client_from(unlimited, "198.51.100.80")).status_code
+            for _ in range(5)] == [401] * 5
+    statuses = [_login_attempt(client_from(limited, "198.51.100.80")).status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+
+
+def test_a_views_own_retry_after_is_kept_and_ordinary_answers_carry_none(make_sec_app):
+    from campaign.extensions import db
+    from campaign.services import killswitch
+
+    app = make_sec_app(**(TIGHT | {"RATELIMIT_API": "50 per minute"}))
+    client = client_from(app, "198.51.100.90")
+    ordinary = client.get(f"/api/v1/petitions/{SLUG}")
+    assert ordinary.status_code == 200 and "Retry-After" not in ordinary.headers
+    assert ordinary.headers["X-RateLimit-Limit"] == "50"
+    with app.app_context():
+        killswitch.set_switch(db.session, None, killswitch.SIGNING, True, "Back soon.")
+        db.session.commit()
+        killswitch.forget_cached()
+    paused = client.post(f"/api/v1/petitions/{SLUG}/signatures", json={
+        "name": "Ada", "email": "ada@example.org", "country": "DE"})
+    # Flask-Limiter's header hook used to replace the view's 300 with its own window's reset.
+    assert paused.status_code == 503 and paused.headers["Retry-After"] == "300"
+
+
+# --- the sign forms: Flask-Limiter counts, the signature is held, the answer is the usual 303 -----
+
+def test_sign_requests_over_the_per_address_limit_are_held_not_refused(make_sec_app):
+    app = make_sec_app(SIGNING_IP_BURST="", SIGNING_RATELIMIT_PER_IP="3 per minute",
+                       SIGNING_RATELIMIT_PER_PETITION="")
+    client = client_from(app, "198.51.100.100")
+    assert {sign_as(client, f"p{n}@example.org").status_code for n in range(5)} == {303}
+    assert [(s.status, s.hold_reasons) for s in signature_of(app)] == (
+        [("pending", None)] * 3 + [("held", "rate_limit")] * 2)
+    # Another address has its own counter.
+    sign_as(client_from(app, "198.51.100.101"), "other@example.org")
+    assert signature_of(app)[-1].status == "pending"
+
+
+def test_sign_requests_over_the_per_petition_limit_are_held(make_sec_app):
+    app = make_sec_app(SIGNING_IP_BURST="", SIGNING_RATELIMIT_PER_IP="",
+                       SIGNING_RATELIMIT_PER_PETITION="2 per minute")
+    client = client_from(app, "198.51.100.110")
+    for n in range(3):
+        assert sign_as(client, f"q{n}@example.org").status_code == 303
+    assert [s.hold_reasons for s in signature_of(app)] == [None, None, "rate_limit"]
+    # The integrity note counts it under rate limits.
+    from tests.security.conftest import demo_petition_id
+
+    with app.app_context():
+        from campaign.extensions import db
+        from campaign.services.abuse import forget_integrity, integrity_note
+
+        forget_integrity()
+        assert integrity_note(db.session, demo_petition_id(app)).held_rate_limits == 1
+
+
+def test_sign_limits_storage_down_never_fails_or_holds_a_signature(make_sec_app):
+    app = make_sec_app(SIGNING_IP_BURST="", SIGNING_RATELIMIT_PER_PETITION="1 per minute",
+                       RATELIMIT_STORAGE_URI="redis://127.0.0.1:9/0",
+                       RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 0.2, "socket_timeout": 0.2})
+    client = client_from(app, "198.51.100.120")
+    assert [sign_as(client, f"r{n}@example.org").status_code for n in range(3)] == [303] * 3
+    assert all(s.status == "pending" for s in signature_of(app))
