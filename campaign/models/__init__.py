@@ -36,10 +36,6 @@ from campaign.models.users import (
 
 __all__ = [
     "ApiToken",
-    "Webhook",
-    "WebhookCall",
-    "WebhookCallStatus",
-    "WebhookEvent",
     "AttemptCounter",
     "AuditEvent",
     "Base",
@@ -80,4 +76,8 @@ __all__ = [
     "TrendingKind",
     "User",
     "UserStatus",
+    "Webhook",
+    "WebhookCall",
+    "WebhookCallStatus",
+    "WebhookEvent",
 ]
