@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
-from campaign.models import ApiToken, Campaign, User
+from campaign.models import ApiToken, Campaign, MemberRole, User, UserStatus
 from campaign.models.base import utcnow
 from campaign.services.audit import record
-from campaign.services.organizing import NotFound, OrganizingError, campaign_for
+from campaign.services.organizing import NotFound, OrganizingError, campaign_for, role_in
 from campaign.services.types import DbSession
 
 SCOPES = ("read", "write")
@@ -87,6 +87,23 @@ def tokens_of(session: DbSession, campaign_id: int) -> list[ApiToken]:
                                 .order_by(ApiToken.revoked_at.is_not(None), ApiToken.created_at.desc())))
 
 
+def _creator_may_still(session: DbSession, token: ApiToken) -> bool:
+    """A token never grants more than the person who made it still has: it stops working once
+    they are disabled or no longer an owner of the campaign (or an admin)."""
+    creator = session.get(User, token.created_by_id) if token.created_by_id is not None else None
+    if creator is None or creator.status != UserStatus.ACTIVE:
+        return False
+    return creator.is_admin or role_in(session, creator, token.campaign_id) == MemberRole.OWNER
+
+
+def token_actor(session: DbSession, token: ApiToken) -> User:
+    """Who the audit log names for what a token does: its creator (authenticate checked them)."""
+    creator = session.get(User, token.created_by_id) if token.created_by_id is not None else None
+    if creator is None:
+        raise TokenRejected
+    return creator
+
+
 def authenticate(session: DbSession, secret: str, now: datetime | None = None) -> ApiToken:
     """The live token with this secret, its last-used time brought up to date. Raises
     TokenRejected. Commits only the last-used time (its own small UPDATE)."""
@@ -99,6 +116,8 @@ def authenticate(session: DbSession, secret: str, now: datetime | None = None) -
     if token is None or not hmac.compare_digest(token.token_hash, digest):
         raise TokenRejected
     if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
+        raise TokenRejected
+    if not _creator_may_still(session, token):
         raise TokenRejected
     if token.last_used_at is None or token.last_used_at < now - LAST_USED_GRANULARITY:
         session.execute(update(ApiToken).where(
