@@ -32,7 +32,7 @@ bp.register_error_handler(NotFound, organize._not_found)
 bp.register_error_handler(organizing.Forbidden, organize._forbidden)
 bp.context_processor(organize._layout_context)
 
-EXPIRY_CHOICES = [("90", "In 90 days"), ("30", "In 30 days"), ("365", "In a year"), ("0", "Never")]
+EXPIRY_CHOICES = {"90": "In 90 days", "30": "In 30 days", "365": "In a year", "0": "Never"}
 EVENT_LABELS = {
     "signature.confirmed": "A signature is confirmed (ids and the count only, unless you add fields below)",
     "petition.milestone": "A petition reaches a milestone or its goal",
@@ -52,18 +52,18 @@ class MultiCheckboxField(SelectMultipleField):
 
 class TokenForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired("Name the token."), Length(max=100)])
-    scopes = MultiCheckboxField("Scopes", choices=[
-        ("read", "read: petitions, signatures with names and emails, deliveries, mailings"),
-        ("write", "write: create, edit and delete petitions")], default=["read"])
+    scopes = MultiCheckboxField("Scopes", choices={
+        "read": "read: petitions, signatures with names and emails, deliveries, mailings",
+        "write": "write: create, edit and delete draft petitions"}, default=["read"])
     expires = SelectField("Expires", choices=EXPIRY_CHOICES, default="90")
 
 
 class WebhookForm(FlaskForm):
     url = StringField("URL", validators=[DataRequired("Enter the address to call."), Length(max=2000)])
-    events = MultiCheckboxField("Events", choices=list(EVENT_LABELS.items()),
+    events = MultiCheckboxField("Events", choices=EVENT_LABELS,
                                 default=["signature.confirmed"])
     signer_fields = MultiCheckboxField("Add to signature.confirmed (recorded in the audit log)",
-                                       choices=list(FIELD_LABELS.items()), default=[])
+                                       choices=FIELD_LABELS, default=[])
 
 
 def _campaign(campaign_id: int) -> Campaign:

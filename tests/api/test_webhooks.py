@@ -198,19 +198,22 @@ def test_a_failing_webhook_is_switched_off_after_n_failures(make_app, receiver):
 
 # --- SSRF ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("url", [
+REFUSED_URLS = [
     "http://127.0.0.1:9/hook", "http://localhost/hook", "http://[::1]/hook", "http://10.0.0.1/hook",
     "http://192.168.1.1/", "http://172.16.0.1/", "http://169.254.169.254/latest/meta-data/",
     "http://100.64.0.1/", "http://0.0.0.0/", "http://[fe80::1]/", "http://[::ffff:127.0.0.1]/",
     "http://224.0.0.1/", "ftp://example.org/hook", "file:///etc/passwd", "javascript:alert(1)",
     "https://user:secret@example.org/hook", "http://no-such-host.invalid/hook", "https:///nohost",
-    "http://example.org:99999/", "http://exa mple.org/"])
-def test_registration_refuses_urls_that_are_not_public_http(make_app, url):
+    "http://example.org:99999/", "http://exa mple.org/"]
+
+
+def test_registration_refuses_urls_that_are_not_public_http(make_app):
     app = make_app(**FAST_HASHING)
     _demo(app)
-    with pytest.raises(OrganizingError) as refused:
-        _register(app, url, ["signature.confirmed"])
-    assert refused.value.field == "url"
+    for url in REFUSED_URLS:
+        with pytest.raises(OrganizingError) as refused:
+            _register(app, url, ["signature.confirmed"])
+        assert refused.value.field == "url", url
     with app.app_context():
         assert db.session.scalars(select(Webhook)).all() == []
 
