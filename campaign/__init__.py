@@ -22,6 +22,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_operations(app)
     register_blueprints(app)
     register_mailings(app)
+    register_integrations(app)
     register_abuse(app)
     register_security(app)
     register_logging(app)
@@ -113,6 +114,16 @@ def register_mailings(app: Flask) -> None:
     from campaign.web import mailings
 
     app.register_blueprint(mailings.bp)
+
+
+def register_integrations(app: Flask) -> None:
+    """Issue 8: API tokens and webhooks (the organizer pages, and publishing webhook calls after
+    the transaction that queued them commits)."""
+    from campaign.services.webhooks import install_dispatch as install_webhook_dispatch
+    from campaign.web import integrations
+
+    install_webhook_dispatch(db.session)
+    app.register_blueprint(integrations.bp)
 
 
 def register_abuse(app: Flask) -> None:

@@ -197,6 +197,21 @@ SETTINGS: tuple[Setting, ...] = (
             "the email status page warns that mail runs late once the oldest due email waited this long"),
     Setting("PETITION_CLOSE_INTERVAL", 300.0, float,
             "seconds between runs of the job that closes petitions whose closing date passed (Celery beat)"),
+    # Integrations (issue 8): docs/api.md.
+    Setting("WEBHOOK_MAX_ATTEMPTS", 8, int, "attempts per webhook call before it is marked failed"),
+    Setting("WEBHOOK_BACKOFF_BASE", 30, int,
+            "seconds before a webhook call's first retry; doubles per attempt"),
+    Setting("WEBHOOK_BACKOFF_MAX", 3600, int, "longest wait between two attempts of a webhook call, seconds"),
+    Setting("WEBHOOK_DISABLE_AFTER", 20, int,
+            "consecutive failed attempts after which a webhook is switched off (organizers re-enable it)"),
+    Setting("WEBHOOK_TIMEOUT", 10.0, float, "seconds a webhook receiver has to connect and answer"),
+    Setting("WEBHOOK_LEASE_SECONDS", 120, int, "a webhook call claimed longer than this is retried"),
+    Setting("WEBHOOK_SWEEP_INTERVAL", 15.0, float,
+            "seconds between sweeps that send due webhook calls (Celery beat)"),
+    Setting("WEBHOOK_ALLOW_LOOPBACK", False, bool,
+            "let webhooks call loopback addresses (tests only; refused in production)"),
+    Setting("WEBHOOK_MILESTONES", "100,1000,5000,10000,25000,50000,100000,250000,500000,1000000", str,
+            "signature counts that fire petition.milestone, comma-separated (the goal always does)"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "BASE_URL", "SIGNER_DATA_KEYS", "BLIND_INDEX_KEY", "DATABASE_URL")
@@ -278,6 +293,8 @@ def load_config(instance_path: str, overrides: Mapping[str, Any] | None = None,
             raise ConfigError("CRASH_POINT is for fault tests and cannot be set in production")
         if values["DEV_MAILBOX"]:
             raise ConfigError("DEV_MAILBOX cannot be switched on in production")
+        if values["WEBHOOK_ALLOW_LOOPBACK"]:
+            raise ConfigError("WEBHOOK_ALLOW_LOOPBACK is for tests and cannot be set in production")
     elif mode == "development":
         for name, value in _development_secrets(instance).items():
             values[name] = values[name] or value

@@ -111,6 +111,12 @@ def _celery_config(app: Flask) -> dict[str, Any]:
                 "schedule": float(config["PETITION_CLOSE_INTERVAL"]),
                 "options": {"queue": "maintenance", "expires": float(config["PETITION_CLOSE_INTERVAL"])},
             },
+            # Issue 8: webhook retries are rows with a next-attempt time that this sweep finds.
+            "webhooks-sweep": {
+                "task": "webhooks.sweep",
+                "schedule": float(config["WEBHOOK_SWEEP_INTERVAL"]),
+                "options": {"queue": "maintenance", "expires": float(config["WEBHOOK_SWEEP_INTERVAL"])},
+            },
         },
         "timezone": "UTC",
     }

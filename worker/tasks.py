@@ -106,3 +106,30 @@ def close_due_petitions() -> int:
         db.session.remove()
     log.info("petitions closed at their closing date: %s", closed)
     return closed
+
+
+@shared_task(name="webhooks.send", ignore_result=True)
+def send_webhook(call_id: int) -> str:
+    """One webhook call (issue 8); the claim makes a second run of the same task a no-op."""
+    from campaign.services.webhooks import send_call
+
+    try:
+        outcome = send_call(db.session, call_id)
+    finally:
+        db.session.remove()
+    log.info("webhook call %s: %s", call_id, outcome)
+    return outcome
+
+
+@shared_task(name="webhooks.sweep", ignore_result=True)
+def sweep_webhooks() -> int:
+    """Publish webhook calls that are due (retries) or whose worker died."""
+    from campaign.services.webhooks import due_calls, publish
+
+    try:
+        due = due_calls(db.session, limit=int(current_app.config["OUTBOX_SWEEP_BATCH"]))
+    finally:
+        db.session.remove()
+    for call_id in due:
+        publish(call_id)
+    return len(due)

@@ -11,6 +11,7 @@ from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
+from campaign.api import openapi_organizer as organizer
 from campaign.api.problems import PROBLEM_TYPES
 from campaign.api.resources import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from campaign.services.countries import country_choices
@@ -34,9 +35,15 @@ API never answers a CORS preflight, so no other website can make a visitor's bro
 Errors are RFC 9457 problem details (`application/problem+json`). Resource shapes follow the Open
 Supporter Data Interface (OSDI) where it fits; docs/api.md lists the differences.
 
-Every endpoint is rate limited per client (or, later, per API token) and answers `429` with
-`Retry-After` over the limit. Planned: per-campaign API tokens for organizers (signatures,
-petitions, deliveries, mailings) and webhooks.
+Organizer endpoints (`/campaign/...`) take a per-campaign API token as
+`Authorization: Bearer <token>` (scopes `read` and `write`) and see that campaign only: another
+campaign's petition is a `404`, like a missing one. No token, or a revoked or expired one, is a
+`401`; a token without the scope a request needs is a `403`. Their answers are never cached.
+
+Every endpoint is rate limited per client (per API token when one is sent) and answers `429`
+with `Retry-After` over the limit. Webhooks (signature.confirmed, petition.milestone,
+delivery.sent) are set up in the organizer pages; docs/api.md says how to verify their
+signatures.
 """
 
 
@@ -349,15 +356,18 @@ def openapi_document(base_url: str) -> dict[str, Any]:
         "info": {
             "title": "Campaign API",
             "version": API_VERSION,
-            "summary": "Petitions, counts, targets and signing.",
+            "summary": "Petitions, counts, targets and signing; a campaign's own data behind its tokens.",
             "description": _DESCRIPTION,
             "license": {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"},
         },
         "servers": [{"url": f"{base_url}/api/v1"}],
         "tags": [{"name": "Petitions", "description": "Public reads; no authentication."},
-                 {"name": "Signing", "description": "The sign form's path, as JSON."}],
-        "paths": _paths(base_url),
-        "components": {"schemas": _schemas()},
+                 {"name": "Signing", "description": "The sign form's path, as JSON."},
+                 {"name": "Organizers", "description": "A campaign's own data, behind its API tokens "
+                                                       "(`Authorization: Bearer`)."}],
+        "paths": {**_paths(base_url), **organizer.paths(base_url)},
+        "components": {"schemas": {**_schemas(), **organizer.schemas()},
+                       "securitySchemes": organizer.SECURITY_SCHEME},
         "x-problem-types": {
             name: {"status": p.status, "title": p.title, "description": p.description,
                    "type": f"{base_url}/api/v1/docs#problem-{name}"}
@@ -449,5 +459,6 @@ def operations(document: dict[str, Any]) -> list[dict[str, Any]]:
                                if response.get("content") else "")
                               for code, response in operation["responses"].items()],
                 "samples": operation.get("x-codeSamples", []),
+                "scope": operation.get("x-scope"),
             })
     return found

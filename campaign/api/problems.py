@@ -35,4 +35,15 @@ PROBLEM_TYPES: dict[str, ProblemType] = {p.name: p for p in (
                 "The platform's admins have paused signing, for this petition or everywhere; "
                 "`detail` carries their message. Nothing was recorded. Try again later "
                 "(`Retry-After`)."),
+    ProblemType("unauthorized", 401, "An API token is needed",
+                "The organizer endpoints need `Authorization: Bearer <token>` with a live token of "
+                "the campaign: the header is missing, or the token is unknown, revoked or expired, or "
+                "whoever created it is no longer an owner of the campaign. Cookies are never read."),
+    ProblemType("insufficient-scope", 403, "The token lacks a scope",
+                "The token is valid but lacks the scope (`read` or `write`) this request needs; "
+                "`WWW-Authenticate` names it. Create a token with that scope."),
+    ProblemType("petition-not-draft", 409, "Only drafts can be deleted",
+                "A token deletes drafts only. A petition that was published had supporters: it is "
+                "deleted by an owner in the organizer pages, after a screen that says what goes "
+                "with it."),
 )}

@@ -18,6 +18,7 @@ from campaign.models.deliveries import (
     TargetMailing,
     TargetResponse,
 )
+from campaign.models.integrations import ApiToken, Webhook, WebhookCall, WebhookCallStatus, WebhookEvent
 from campaign.models.mail import OutboundEmail, OutboxStatus
 from campaign.models.organizing import CampaignTarget, OfflineSignatures
 from campaign.models.petitions import MailingPolicy, Petition, PetitionCounter, PetitionStatus
@@ -34,6 +35,7 @@ from campaign.models.users import (
 )
 
 __all__ = [
+    "ApiToken",
     "AttemptCounter",
     "AuditEvent",
     "Base",
@@ -74,4 +76,8 @@ __all__ = [
     "TrendingKind",
     "User",
     "UserStatus",
+    "Webhook",
+    "WebhookCall",
+    "WebhookCallStatus",
+    "WebhookEvent",
 ]

@@ -58,10 +58,11 @@ from campaign.services.letters import (
     signer_for_official,
     stable_message_id,
 )
-from campaign.services.outbox import message_kind, queue_email
+from campaign.services.outbox import after_sent, message_kind, queue_email
 from campaign.services.petitions import absolute_url, petition_targets
 from campaign.services.routing import deliverable_address, route
 from campaign.services.types import DbSession
+from campaign.services.webhooks import on_delivery_sent
 
 log = logging.getLogger(__name__)
 
@@ -531,6 +532,10 @@ def delivery_to_target(session: DbSession, row: OutboundEmail) -> Draft | None:
             "petition_url": absolute_url(f"/petitions/{petition.slug}"),
         },
     )
+
+
+# Webhooks (issue 8): delivery.sent once the mail server accepted a delivery.
+after_sent(DELIVERY)(on_delivery_sent)
 
 
 # --- the ledger ------------------------------------------------------------------------------------

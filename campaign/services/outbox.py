@@ -200,7 +200,35 @@ def deliver(session: DbSession, email_id: int) -> str:
     except (PermanentFailure, ValueError) as error:
         # A ValueError is a message the email package would not write (e.g. a refused header).
         return _finish(session, row, OutboxStatus.FAILED, str(error), getattr(error, "reason", "bad_message"))
-    return _finish(session, row, OutboxStatus.SENT, "")
+    email_id, kind = row.id, row.kind  # read before _finish's commit expires them
+    outcome = _finish(session, row, OutboxStatus.SENT, "")
+    _after_sent(session, email_id, kind)
+    return outcome
+
+
+# kind -> function(session, email id) run once the row is recorded sent (e.g. webhooks, issue 8).
+SentHook = Callable[[DbSession, int], None]
+_sent_hooks: dict[str, SentHook] = {}
+
+
+def after_sent(kind: str) -> Callable[[SentHook], SentHook]:
+    """Register what to do, in a transaction of its own, after an email of this kind was sent."""
+    def register(hook: SentHook) -> SentHook:
+        _sent_hooks[kind] = hook
+        return hook
+    return register
+
+
+def _after_sent(session: DbSession, email_id: int, kind: str) -> None:
+    hook = _sent_hooks.get(kind)
+    if hook is None:
+        return
+    try:
+        hook(session, email_id)
+        session.commit()
+    except Exception:  # the email is sent and recorded; a hook's failure must not undo that
+        session.rollback()
+        log.exception("after-sent hook for email %s failed", email_id)
 
 
 def _suppressed(session: DbSession, row: OutboundEmail) -> bool:

@@ -22,6 +22,7 @@ from campaign.services.letters import route_on_confirmation
 from campaign.services.outbox import queue_email
 from campaign.services.privacy import cipher
 from campaign.services.types import DbSession
+from campaign.services.webhooks import on_signature_confirmed
 
 CONFIRMATION = "signature_confirmation"
 ALREADY_CONFIRMED = "signature_already_confirmed"
@@ -208,4 +209,6 @@ def confirm_signature(session: DbSession, signature: Signature) -> bool:
     # Its letters to the targets it is routed to: outbox rows in this transaction, sent from the
     # letters queue, so they never hold up anyone's confirmation email (issue 4).
     route_on_confirmation(session, signature)
+    # Webhooks (issue 8): calls queued in this transaction, published after it commits.
+    on_signature_confirmed(session, signature)
     return True

@@ -322,3 +322,7 @@ def sign(slug: str) -> Response:
     response.status_code = 202
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+# The organizer endpoints (token-authenticated) live on this blueprint too.
+from campaign.web import api_organize  # noqa: E402,F401

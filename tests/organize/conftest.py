@@ -156,6 +156,32 @@ def _target_response(app: Flask, side: Side) -> int:
 OBJECT_MAKERS: dict[str, Callable[[Flask, Side], int]] = {"response_id": _target_response}
 
 
+def _api_token(app: Flask, side: Side) -> int:
+    from campaign.models import ApiToken
+
+    with app.app_context():
+        token = ApiToken(campaign_id=side.campaign_id, name="CRM", scopes="read", prefix="cmp_test",
+                         token_hash=f"{side.campaign_id:064d}")
+        db.session.add(token)
+        db.session.commit()
+        return token.id
+
+
+def _webhook(app: Flask, side: Side) -> int:
+    from campaign.models import Webhook
+    from campaign.services.privacy import cipher
+
+    with app.app_context():
+        hook = Webhook(campaign_id=side.campaign_id, url="https://crm.example.org/hook",
+                       events="signature.confirmed", secret_encrypted=cipher().encrypt("whsec_test"))
+        db.session.add(hook)
+        db.session.commit()
+        return hook.id
+
+
+OBJECT_MAKERS.update({"token_id": _api_token, "webhook_id": _webhook})
+
+
 @pytest.fixture
 def two_sides(org_app: Flask) -> tuple[Side, Side]:
     return build_side(org_app, "a"), build_side(org_app, "b")
