@@ -21,6 +21,14 @@ from campaign.models.deliveries import (
 from campaign.models.mail import OutboundEmail, OutboxStatus
 from campaign.models.organizing import CampaignTarget, OfflineSignatures
 from campaign.models.petitions import MailingPolicy, Petition, PetitionCounter, PetitionStatus
+from campaign.models.reach import (
+    ExportStatus,
+    RecipientStatus,
+    SignatureExport,
+    SupporterUpdate,
+    UpdateRecipient,
+    UpdateStatus,
+)
 from campaign.models.signatures import HoldReason, Signature, SignatureStatus
 from campaign.models.targets import PetitionTarget, Target
 from campaign.models.users import (
@@ -42,6 +50,7 @@ __all__ = [
     "CampaignTarget",
     "Delivery",
     "DeliveryKind",
+    "ExportStatus",
     "HoldReason",
     "Invitation",
     "InvitationStatus",
@@ -57,13 +66,16 @@ __all__ = [
     "PetitionMailing",
     "PetitionStatus",
     "PetitionTarget",
+    "RecipientStatus",
     "RouteVia",
     "RoutedSignature",
     "RoutingFallback",
     "Signature",
+    "SignatureExport",
     "SignatureStatus",
     "SiteSetting",
     "Stance",
+    "SupporterUpdate",
     "Suppression",
     "SuppressionReason",
     "Target",
@@ -72,6 +84,8 @@ __all__ = [
     "TargetResponse",
     "TrendingAlert",
     "TrendingKind",
+    "UpdateRecipient",
+    "UpdateStatus",
     "User",
     "UserStatus",
 ]

@@ -18,6 +18,7 @@ ARGUMENTS = {
     "campaign_id": "campaign_id", "petition_id": "petition_id", "target_id": "target_id",
     "signature_id": "confirmed_id", "entry_id": "offline_id", "invitation_id": "invitation_id",
     "user_id": "owner_id", "response_id": "extra",  # "extra": made by conftest.OBJECT_MAKERS
+    "update_id": "extra", "export_id": "extra",
 }
 
 
