@@ -30,7 +30,7 @@ from flask import current_app
 from flask_mail import BadHeaderError
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from markupsafe import Markup, escape
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import and_, case, func, insert, literal, or_, select, update
 
 from campaign.mail.messages import Draft, HeaderInjection, build_message, display_name
 from campaign.mail.sender import TemporaryFailure, send_message, smtp_connection
@@ -527,10 +527,9 @@ def _write_recipients(session: DbSession, row: SupporterUpdate) -> None:
         .group_by(Signature.email_index)
         .subquery()
     )
-    status = (
-        select(literal(RecipientStatus.SUPPRESSED.value))
-        .where(_suppressed(row.campaign_id, chosen.c.email_index))
-        .scalar_subquery()
+    status = case(
+        (_suppressed(row.campaign_id, chosen.c.email_index), literal(RecipientStatus.SUPPRESSED.value)),
+        else_=literal(RecipientStatus.QUEUED.value),
     )
     session.execute(
         insert(UpdateRecipient).from_select(
@@ -539,7 +538,7 @@ def _write_recipients(session: DbSession, row: SupporterUpdate) -> None:
                 literal(row.id),
                 chosen.c.signature_id,
                 chosen.c.email_index,
-                func.coalesce(status, literal(RecipientStatus.QUEUED.value)),
+                status,
                 literal(0),
                 literal(""),
             ),

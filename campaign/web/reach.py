@@ -113,11 +113,11 @@ def campaign_dashboard(campaign_id: int) -> str:
 class ExportForm(FlaskForm):
     petition_id = SelectField("Petition", choices=[])
     columns = MultiCheckboxField(
-        "Columns", choices=list(exports.COLUMNS.items()), default=list(exports.DEFAULT_COLUMNS)
+        "Columns", choices=dict(exports.COLUMNS), default=list(exports.DEFAULT_COLUMNS)
     )
     statuses = MultiCheckboxField(
         "Status",
-        choices=[(s.value, s.value) for s in SignatureStatus],
+        choices={s.value: s.value for s in SignatureStatus},
         default=[SignatureStatus.CONFIRMED.value],
     )
     countries = SelectMultipleField("Countries (none chosen: all)", choices=[])
@@ -126,10 +126,10 @@ class ExportForm(FlaskForm):
     consent = RadioField(
         "Consent to updates",
         default="any",
-        choices=[("any", "Everyone"), ("yes", "Only those who consented"), ("no", "Only those who did not")],
+        choices={"any": "Everyone", "yes": "Only those who consented", "no": "Only those who did not"},
     )
     format = RadioField(
-        "Format", default="csv", choices=[("csv", "CSV (spreadsheets)"), ("jsonl", "JSON lines")]
+        "Format", default="csv", choices={"csv": "CSV (spreadsheets)", "jsonl": "JSON lines"}
     )
     as_file = BooleanField(
         "Prepare a file in the background and give me a download link (for very large exports)"
@@ -354,7 +354,7 @@ def update_edit(update_id: int) -> ResponseReturnValue:
 
 
 class ScheduleForm(FlaskForm):
-    when = RadioField("When", default="now", choices=[("now", "Now"), ("later", "At a set time")])
+    when = RadioField("When", default="now", choices={"now": "Now", "later": "At a set time"})
     send_date = DateField("Date (UTC)", validators=[Optional()])
     send_time = TimeField("Time (UTC)", validators=[Optional()])
 
