@@ -662,6 +662,21 @@ def _mark(session: DbSession, ids: list[int], lease: datetime, **values: Any) ->
     session.commit()
 
 
+def _renew(session: DbSession, ids: list[int], lease: datetime) -> datetime:
+    """Push the lease of the rows still ours forward; returns the new fence value."""
+    renewed = utcnow() + timedelta(seconds=int(current_app.config["REACH_LEASE_SECONDS"]))
+    if ids:
+        session.execute(
+            update(UpdateRecipient)
+            .where(UpdateRecipient.id.in_(ids), UpdateRecipient.status == RecipientStatus.SENDING,
+                   UpdateRecipient.lease_until == lease)
+            .values(lease_until=renewed)
+            .execution_options(synchronize_session=False)
+        )
+    session.commit()
+    return renewed
+
+
 def _release(session: DbSession, update_id: int, ids: list[int], lease: datetime) -> None:
     """Hand unsent claimed rows back: queued again, or cancelled when the update was cancelled."""
     status = _status_of(session, update_id)
@@ -751,17 +766,30 @@ def send_batch(
 
     sender = current_app.config["MAIL_DEFAULT_SENDER"]
     remaining = [r.id for r in to_send]
+    lost: set[int] = set()
     last_check = time.monotonic()
     try:
         with smtp_connection() as connection:
             for position, r in enumerate(to_send):
                 if time.monotonic() - last_check > 1.0:
-                    # Pause and cancel take effect within about a second.
+                    # Pause and cancel take effect within about a second; the lease on what is
+                    # left is renewed, so a slow batch is never taken over while it still runs.
                     last_check = time.monotonic()
                     status = _status_of(session, update_id)
                     if status != UpdateStatus.SENDING:
                         result.stopped = str(status)
                         break
+                    lease = _renew(session, remaining, lease)
+                    kept = set(session.scalars(select(UpdateRecipient.id).where(
+                        UpdateRecipient.id.in_(remaining), UpdateRecipient.lease_until == lease)))
+                    session.rollback()
+                    if len(kept) != len(remaining):
+                        # Another worker took these over (our lease had run out): leave them to it.
+                        log.warning("update %s: lease lost on %s emails", update_id,
+                                    len(remaining) - len(kept))
+                        lost.update(i for i in remaining if i not in kept)
+                if r.id in lost:
+                    continue
                 unsubscribe = unsubscribe_link(campaign_id, r.email_index)
                 values = {
                     "first_name": first_name(cipher().decrypt(r.name_encrypted)),
@@ -822,7 +850,7 @@ def send_batch(
                     result.sent += 1
                     if on_sent:
                         on_sent(r.id)
-                remaining = [x.id for x in to_send[position + 1 :]]
+                remaining = [x.id for x in to_send[position + 1 :] if x.id not in lost]
     except (TemporaryFailure, smtplib.SMTPException, OSError) as error:
         # The connection broke or never opened: what is left waits a little and goes again.
         log.warning(
