@@ -58,6 +58,7 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/sign.py --clients 1,8,32,128 --seconds 15 --warmup 3
 	$(BIN)/python bench/surge.py --rate 330 --seconds 60 --sample 300
 	$(BIN)/python bench/page.py --rows 1000000 --seconds 15
+	$(BIN)/python bench/reach.py --rows 1000000 --mail 5000 --suppressed 100
 	@if [ -f bench/restore_drill.py ]; then $(BIN)/python bench/restore_drill.py; fi
 
 clean:

@@ -23,6 +23,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     register_mailings(app)
     register_integrations(app)
+    register_reach(app)
     register_abuse(app)
     register_security(app)
     register_logging(app)
@@ -124,6 +125,21 @@ def register_integrations(app: Flask) -> None:
 
     install_webhook_dispatch(db.session)
     app.register_blueprint(integrations.bp)
+
+
+def register_reach(app: Flask) -> None:
+    """Issue 7, organizer reach: dashboards, exports, updates to supporters, unsubscribe, the
+    bounce webhook and the bounce-mailbox command."""
+    from campaign.cli import register_reach_commands
+    from campaign.web import reach, reach_public
+
+    app.register_blueprint(reach.bp)
+    app.register_blueprint(reach_public.bp)
+    # One-click unsubscribe (RFC 8058) comes from mail programs without cookies: the signed token
+    # in the URL is its credential. The webhook is authenticated by its HMAC.
+    csrf.exempt(reach_public.unsubscribe)
+    csrf.exempt(reach_public.bounce_webhook)
+    register_reach_commands(app)
 
 
 def register_abuse(app: Flask) -> None:

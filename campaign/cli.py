@@ -131,3 +131,20 @@ def register_abuse_commands(app: Flask) -> None:
         except ValueError as error:
             raise click.ClickException(str(error)) from None
         click.echo(f"{total} domains listed ({added} new).")
+
+
+def register_reach_commands(app: Flask) -> None:
+    @app.cli.command("bounces-import")
+    @click.argument("path", type=click.Path(exists=True))
+    def bounces_import_command(path: str) -> None:
+        """Read a mailbox (an mbox file or a Maildir folder) of bounce reports (DSN, RFC 3464) and
+        complaint reports (ARF), and put the addresses on the suppression list."""
+        from pathlib import Path
+
+        from campaign.services.bounces import import_mailbox
+
+        counts = import_mailbox(db.session, Path(path))
+        db.session.commit()
+        click.echo(f"{counts['messages']} messages read: {counts['bounce']} hard bounces and "
+                   f"{counts['complaint']} complaints suppressed, {counts['soft_bounce']} soft bounces "
+                   f"ignored, {counts['invalid']} unreadable addresses")

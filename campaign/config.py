@@ -212,6 +212,22 @@ SETTINGS: tuple[Setting, ...] = (
             "let webhooks call loopback addresses (tests only; refused in production)"),
     Setting("WEBHOOK_MILESTONES", "100,1000,5000,10000,25000,50000,100000,250000,500000,1000000", str,
             "signature counts that fire petition.milestone, comma-separated (the goal always does)"),
+    # Organizer reach (issue 7): docs/organizers.md.
+    Setting("REACH_INTERVAL", 5.0, float,
+            "seconds between runs of the reach job (Celery beat): starts updates that are due, restarts "
+            "stalled ones, deletes expired export files"),
+    Setting("REACH_BATCH_SIZE", 200, int, "supporter update emails one task sends over one SMTP connection"),
+    Setting("REACH_PARALLEL", 2, int, "batch tasks working on one supporter update at the same time"),
+    Setting("REACH_LEASE_SECONDS", 120, int,
+            "a batch claimed longer than this is considered abandoned (a worker died) and sent again"),
+    Setting("UNSUBSCRIBE_TOKEN_MAX_AGE", 2 * 365 * 86400, int, "seconds an unsubscribe link stays valid"),
+    Setting("EXPORT_DIR", None, str, "folder for export files prepared by workers; default instance/exports"),
+    Setting("EXPORT_LINK_MAX_AGE", 24 * 3600, int,
+            "seconds an export file's download link stays valid; the file is deleted after that"),
+    Setting("BOUNCE_WEBHOOK_SECRET", None, str,
+            "shared secret of the bounce and complaint webhook (HMAC-SHA256); unset: it answers 404"),
+    Setting("BOUNCE_WEBHOOK_TOLERANCE", 300, int,
+            "seconds a bounce webhook's signed timestamp may differ from the server's clock"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "BASE_URL", "SIGNER_DATA_KEYS", "BLIND_INDEX_KEY", "DATABASE_URL")
@@ -316,6 +332,7 @@ def load_config(instance_path: str, overrides: Mapping[str, Any] | None = None,
     values["DATABASE_URL"] = database_url(values["DATABASE_URL"] or f"sqlite:///{instance / 'campaign.db'}")
     values["CELERY_BROKER_URL"] = values["CELERY_BROKER_URL"] or values["REDIS_URL"] or "memory://"
     values["DEV_MAILBOX_DIR"] = values["DEV_MAILBOX_DIR"] or str(instance / "mailbox")
+    values["EXPORT_DIR"] = values["EXPORT_DIR"] or str(instance / "exports")
 
     values.update(_framework_config(values))
     values.update(overrides)  # anything else a test or caller passes straight to Flask

@@ -117,6 +117,13 @@ def _celery_config(app: Flask) -> dict[str, Any]:
                 "schedule": float(config["WEBHOOK_SWEEP_INTERVAL"]),
                 "options": {"queue": "maintenance", "expires": float(config["WEBHOOK_SWEEP_INTERVAL"])},
             },
+            # Issue 7: supporter updates due at their send time (rows, not countdowns), stalled
+            # updates re-published, expired export files deleted.
+            "reach-run": {
+                "task": "reach.run",
+                "schedule": float(config["REACH_INTERVAL"]),
+                "options": {"queue": "maintenance", "expires": float(config["REACH_INTERVAL"])},
+            },
         },
         "timezone": "UTC",
     }

@@ -133,3 +133,74 @@ def sweep_webhooks() -> int:
     for call_id in due:
         publish(call_id)
     return len(due)
+
+
+# --- organizer reach (issue 7) ---------------------------------------------------------------
+
+@shared_task(name="reach.run", ignore_result=True)
+def reach_run() -> str:
+    """Start supporter updates that are due, restart stalled ones, delete expired export files.
+    Safe to run twice at once: starting an update is a conditional UPDATE."""
+    from campaign.services.exports import delete_expired_exports
+    from campaign.services.updates import stalled_updates, start_due_updates
+
+    try:
+        started = start_due_updates(db.session)
+        stalled = stalled_updates(db.session)
+        expired = delete_expired_exports(db.session)
+    finally:
+        db.session.remove()
+    publish_batches(started, int(current_app.config["REACH_PARALLEL"]))
+    publish_batches([i for i in stalled if i not in started], 1)
+    return f"started={len(started)} stalled={len(stalled)} expired_exports={expired}"
+
+
+def publish_batches(update_ids: list[int], copies: int) -> None:
+    celery = current_app.extensions["celery"]
+    for update_id in update_ids:
+        for _ in range(max(copies, 1)):
+            try:
+                celery.send_task("reach.send", args=[update_id], queue="bulk", retry=False)
+            except Exception as error:  # the reach job re-publishes a stalled update
+                log.warning("could not publish update %s: %s", update_id, type(error).__name__)
+                return
+
+
+@shared_task(name="reach.send", ignore_result=True)
+def reach_send(update_id: int) -> str:
+    """Send one batch of a supporter update over one SMTP connection, then hand the next batch to
+    a fresh task (so other queued work gets a turn and a pause is seen between batches)."""
+    from campaign.services.updates import send_batch
+
+    try:
+        result = send_batch(db.session, update_id)
+    finally:
+        db.session.remove()
+    log.info("update %s: batch claimed=%s sent=%s failed=%s suppressed=%s retry=%s stopped=%s",
+             update_id, result.claimed, result.sent, result.failed, result.suppressed, result.retry,
+             result.stopped or "-")
+    if result.more and result.claimed and not result.stopped:
+        publish_batches([update_id], 1)
+    return f"sent={result.sent}"
+
+
+@shared_task(name="reach.test_send", ignore_result=True)
+def reach_test_send(update_id: int, user_id: int) -> str:
+    from campaign.services.updates import send_test
+
+    try:
+        return send_test(db.session, update_id, user_id)
+    finally:
+        db.session.remove()
+
+
+@shared_task(name="exports.run", ignore_result=True)
+def export_run(export_id: int) -> str:
+    from campaign.services.exports import run_export
+
+    try:
+        outcome = run_export(db.session, export_id)
+    finally:
+        db.session.remove()
+    log.info("export %s: %s", export_id, outcome)
+    return outcome

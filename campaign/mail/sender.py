@@ -77,3 +77,9 @@ def send_message(message: Message) -> None:
         raise TemporaryFailure(text) from error
     except (TimeoutError, smtplib.SMTPException, OSError) as error:
         raise TemporaryFailure(f"{type(error).__name__}: {error}", "unreachable") from error
+
+
+def smtp_connection() -> _TimedConnection:
+    """One SMTP connection (with MAIL_TIMEOUT) for many messages: `with smtp_connection() as c:
+    c.send(message)`. Errors are smtplib's own; bulk senders sort them per recipient."""
+    return _TimedConnection(current_app.extensions["mail"])

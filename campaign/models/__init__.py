@@ -22,6 +22,14 @@ from campaign.models.integrations import ApiToken, Webhook, WebhookCall, Webhook
 from campaign.models.mail import OutboundEmail, OutboxStatus
 from campaign.models.organizing import CampaignTarget, OfflineSignatures
 from campaign.models.petitions import MailingPolicy, Petition, PetitionCounter, PetitionStatus
+from campaign.models.reach import (
+    ExportStatus,
+    RecipientStatus,
+    SignatureExport,
+    SupporterUpdate,
+    UpdateRecipient,
+    UpdateStatus,
+)
 from campaign.models.signatures import HoldReason, Signature, SignatureStatus
 from campaign.models.targets import PetitionTarget, Target
 from campaign.models.users import (
@@ -44,6 +52,7 @@ __all__ = [
     "CampaignTarget",
     "Delivery",
     "DeliveryKind",
+    "ExportStatus",
     "HoldReason",
     "Invitation",
     "InvitationStatus",
@@ -59,13 +68,16 @@ __all__ = [
     "PetitionMailing",
     "PetitionStatus",
     "PetitionTarget",
+    "RecipientStatus",
     "RouteVia",
     "RoutedSignature",
     "RoutingFallback",
     "Signature",
+    "SignatureExport",
     "SignatureStatus",
     "SiteSetting",
     "Stance",
+    "SupporterUpdate",
     "Suppression",
     "SuppressionReason",
     "Target",
@@ -74,6 +86,8 @@ __all__ = [
     "TargetResponse",
     "TrendingAlert",
     "TrendingKind",
+    "UpdateRecipient",
+    "UpdateStatus",
     "User",
     "UserStatus",
     "Webhook",

@@ -182,6 +182,31 @@ def _webhook(app: Flask, side: Side) -> int:
 OBJECT_MAKERS.update({"token_id": _api_token, "webhook_id": _webhook})
 
 
+def _supporter_update(app: Flask, side: Side) -> int:
+    from campaign.models import SupporterUpdate
+
+    with app.app_context():
+        row = SupporterUpdate(campaign_id=side.campaign_id, subject="News", body_markdown="Hello {{ first_name }}")
+        db.session.add(row)
+        db.session.commit()
+        return row.id
+
+
+def _signature_export(app: Flask, side: Side) -> int:
+    from campaign.models import SignatureExport
+    from campaign.services.exports import ExportRequest
+
+    with app.app_context():
+        row = SignatureExport(campaign_id=side.campaign_id, request=ExportRequest().to_json())
+        db.session.add(row)
+        db.session.commit()
+        return row.id
+
+
+# Issue 7 (organizer reach): supporter updates and export files.
+OBJECT_MAKERS.update({"update_id": _supporter_update, "export_id": _signature_export})
+
+
 @pytest.fixture
 def two_sides(org_app: Flask) -> tuple[Side, Side]:
     return build_side(org_app, "a"), build_side(org_app, "b")

@@ -19,6 +19,7 @@ ARGUMENTS = {
     "signature_id": "confirmed_id", "entry_id": "offline_id", "invitation_id": "invitation_id",
     "user_id": "owner_id", "response_id": "extra",  # "extra": made by conftest.OBJECT_MAKERS
     "token_id": "extra", "webhook_id": "extra",
+    "update_id": "extra", "export_id": "extra",
 }
 
 

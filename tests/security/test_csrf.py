@@ -19,6 +19,9 @@ CSRF_MESSAGE = "security token was missing or expired"
 EXEMPT_VIEWS = {
     "campaign.web.public.sign": "signed form token + Origin/Sec-Fetch-Site check",
     "campaign.web.embed.sign": "signed form token (the widget is a public sign form)",
+    # Issue 7: mail programs' one-click POST (RFC 8058) carries no cookie; the webhook no session.
+    "campaign.web.reach_public.unsubscribe": "signed unsubscribe token in the URL",
+    "campaign.web.reach_public.bounce_webhook": "HMAC-SHA256 of timestamp and body (shared secret)",
 }
 EXEMPT_BLUEPRINTS = {
     "api": "token authentication, no cookies",
