@@ -22,6 +22,7 @@ from campaign.models.mail import OutboundEmail, OutboxStatus
 from campaign.models.organizing import CampaignTarget, OfflineSignatures
 from campaign.models.petitions import MailingPolicy, Petition, PetitionCounter, PetitionStatus
 from campaign.models.signatures import HoldReason, Signature, SignatureStatus
+from campaign.models.supporters import PetitionTranslation
 from campaign.models.targets import PetitionTarget, Target
 from campaign.models.users import (
     AttemptCounter,
@@ -57,6 +58,7 @@ __all__ = [
     "PetitionMailing",
     "PetitionStatus",
     "PetitionTarget",
+    "PetitionTranslation",
     "RouteVia",
     "RoutedSignature",
     "RoutingFallback",
