@@ -1,5 +1,6 @@
 """Flask extensions, created unbound here and bound to an app in create_app()."""
 
+from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -17,3 +18,5 @@ mail = Mail()
 login_manager = LoginManager()
 # Rate limits: storage and limits come from the config (RATELIMIT_*); see campaign/web/ratelimit.py.
 limiter = Limiter(key_func=get_remote_address)
+# Interface and supporter email languages (issue 5): campaign/web/i18n.py binds it.
+babel = Babel()

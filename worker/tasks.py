@@ -92,3 +92,17 @@ def run_deliveries() -> str:
                f"notified={notified}")
     log.info("deliveries: %s", summary)
     return summary
+
+
+@shared_task(name="reminders.run", ignore_result=True)
+def run_reminders() -> int:
+    """Issue 5: queue the one reminder to signers who have not confirmed after a day."""
+    from campaign.services.supporters import queue_reminders
+
+    try:
+        queued = queue_reminders(db.session)
+        db.session.commit()
+    finally:
+        db.session.remove()
+    log.info("reminders queued: %s", queued)
+    return queued

@@ -25,7 +25,7 @@ from campaign.services.privacy import cipher
 # that mails an account link (forgotten password, new password, sign-up).
 LOGIN_ENDPOINTS = frozenset({"auth.login", "auth.login_code"})
 RESET_ENDPOINTS = frozenset({"auth.forgot", "auth.reset", "auth.signup"})
-ORGANIZER_BLUEPRINTS = frozenset({"organize", "moderation", "admin", "mailings", "exports"})
+ORGANIZER_BLUEPRINTS = frozenset({"organize", "moderation", "admin", "mailings", "exports", "translations"})
 API_BLUEPRINTS = frozenset({"api"})
 # Never limited with a 429, whatever else changes (DESIGN: held silently instead).
 NEVER_LIMITED = frozenset({"public.sign", "embed.sign"})
