@@ -13,7 +13,7 @@ from campaign.services.outbox import message_kind
 from campaign.services.petitions import absolute_url, petition_targets
 from campaign.services.privacy import cipher
 from campaign.services.signing import ALREADY_CONFIRMED, CONFIRMATION, confirmation_token
-from campaign.services.supporters import my_data_path
+from campaign.services.supporters import my_data_path, title_in
 from campaign.services.types import DbSession
 
 
@@ -52,7 +52,7 @@ def signature_confirmation(session: DbSession, row: OutboundEmail) -> Draft | No
         sender_name=petition.campaign.sender_name,
         context={
             "name": name,
-            "petition": petition,
+            "petition": petition, "petition_title": title_in(session, petition, signature.locale),
             "organization": petition.campaign.organization,
             "confirm_url": absolute_url(f"/confirm/{confirmation_token(signature)}"),
             "petition_url": absolute_url(f"/petitions/{petition.slug}"),
@@ -82,7 +82,7 @@ def signature_already_confirmed(session: DbSession, row: OutboundEmail) -> Draft
         sender_name=petition.campaign.sender_name,
         context={
             "name": name,
-            "petition": petition,
+            "petition": petition, "petition_title": title_in(session, petition, signature.locale),
             "organization": petition.campaign.organization,
             "count": signature_count(session, petition.id),
             "targets": petition_targets(session, petition.id),

@@ -11,7 +11,7 @@ from campaign.services.outbox import message_kind
 from campaign.services.petitions import absolute_url
 from campaign.services.privacy import cipher
 from campaign.services.signing import confirmation_token
-from campaign.services.supporters import MY_DATA_LINK, REMINDER, my_data_path
+from campaign.services.supporters import MY_DATA_LINK, REMINDER, my_data_path, title_in
 from campaign.services.types import DbSession
 
 
@@ -31,6 +31,7 @@ def my_data_link(session: DbSession, row: OutboundEmail) -> Draft | None:
         kind=MY_DATA_LINK, to_name="", to_address=crypt.decrypt(signature.email_encrypted),
         subject=subject, sender_name=petition.campaign.sender_name, locale=signature.locale,
         context={"organization": petition.campaign.organization, "petition": petition,
+                 "petition_title": title_in(session, petition, signature.locale),
                  "link_days": max(1, int(current_app.config["MY_DATA_TOKEN_MAX_AGE"]) // 86400),
                  "manage_url": absolute_url(my_data_path(signature.email_index, signature.locale))})
 
@@ -52,7 +53,8 @@ def signature_reminder(session: DbSession, row: OutboundEmail) -> Draft | None:
     return Draft(
         kind=REMINDER, to_name=name, to_address=crypt.decrypt(signature.email_encrypted),
         subject=subject, sender_name=petition.campaign.sender_name, locale=signature.locale,
-        context={"name": name, "petition": petition, "organization": petition.campaign.organization,
+        context={"name": name, "petition": petition,
+                 "petition_title": title_in(session, petition, signature.locale), "organization": petition.campaign.organization,
                  "confirm_url": absolute_url(f"/confirm/{confirmation_token(signature)}"),
                  "petition_url": absolute_url(f"/petitions/{petition.slug}"),
                  "manage_url": absolute_url(my_data_path(signature.email_index, signature.locale))})

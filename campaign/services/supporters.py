@@ -371,6 +371,14 @@ def translations_of(session: DbSession, petition_id: int) -> list[PetitionTransl
         PetitionTranslation.petition_id == petition_id).order_by(PetitionTranslation.language)))
 
 
+def title_in(session: DbSession, petition: Petition, language: str | None) -> str:
+    """The petition's title in a language: its translation's, else its own."""
+    if not language or language == petition.language:
+        return petition.title
+    translation = translation_for(session, petition.id, language)
+    return translation.title if translation is not None else petition.title
+
+
 def translation_for(session: DbSession, petition_id: int, language: str) -> PetitionTranslation | None:
     return session.scalar(select(PetitionTranslation).where(
         PetitionTranslation.petition_id == petition_id, PetitionTranslation.language == language))

@@ -46,7 +46,13 @@ from campaign.services.signing import (
     sign_petition,
     signature_for_token,
 )
-from campaign.services.supporters import clean_referral_code, displayed_goal, recent_signers, translation_for
+from campaign.services.supporters import (
+    clean_referral_code,
+    displayed_goal,
+    recent_signers,
+    title_in,
+    translation_for,
+)
 from campaign.web.forms import SignForm, check_form_token, form_token_window, make_form_token
 from campaign.web.i18n import languages, set_page_language, supported
 from campaign.web.security import same_origin_post
@@ -402,6 +408,7 @@ def check_email(slug: str) -> Any:
     lang = set_page_language(asked or petition.language)
     page = render_template("public/check_email.html", petition=petition,
                            petition_path=_petition_path(petition, lang),
+                           petition_title=title_in(db.session, petition, lang),
                            dev_mailbox=current_app.config["DEV_MAILBOX"]).encode("utf-8")
     cache.remember(key, float(current_app.config["PAGE_MICROCACHE"]), "", page)
     return page
@@ -436,7 +443,8 @@ def confirm(token: str) -> Response:
         count=signature_count(db.session, petition.id),
         targets=petition_targets(db.session, petition.id),
         letter_targets=letter_recipients(db.session, signature),
-        referral_code=signature.referral_code, petition_path=_petition_path(petition, lang))
+        referral_code=signature.referral_code, petition_path=_petition_path(petition, lang),
+        petition_title=title_in(db.session, petition, lang))
     return _private(make_response(html))
 
 
