@@ -54,7 +54,8 @@ def signature_reminder(session: DbSession, row: OutboundEmail) -> Draft | None:
         kind=REMINDER, to_name=name, to_address=crypt.decrypt(signature.email_encrypted),
         subject=subject, sender_name=petition.campaign.sender_name, locale=signature.locale,
         context={"name": name, "petition": petition,
-                 "petition_title": title_in(session, petition, signature.locale), "organization": petition.campaign.organization,
+                 "petition_title": title_in(session, petition, signature.locale),
+                 "organization": petition.campaign.organization,
                  "confirm_url": absolute_url(f"/confirm/{confirmation_token(signature)}"),
                  "petition_url": absolute_url(f"/petitions/{petition.slug}"),
                  "manage_url": absolute_url(my_data_path(signature.email_index, signature.locale))})
