@@ -31,9 +31,10 @@ def sign_in(client: Any, path: str = "/petitions/g20-chechnya", **fields: Any) -
     lang = re.search(r'name="lang" value="(\w+)"', html)
     data = {"name": "Ada Lovelace", "email": "ada@example.com", "country": "DE",
             "form_token": form_token(html), "lang": lang.group(1) if lang else ""}
-    ref = re.search(r'name="ref" type="hidden" value="([^"]*)"', html)
-    if ref:
-        data["ref"] = ref.group(1)
+    for hidden in ("ref", "source"):
+        found = re.search(rf'name="{hidden}" type="hidden" value="([^"]*)"', html)
+        if found:
+            data[hidden] = found.group(1)
     data.update(fields)
     return client.post("/petitions/g20-chechnya/sign", data=data)
 
