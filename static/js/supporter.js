@@ -32,7 +32,7 @@
     window.setInterval(refresh, 15000);
   }
 
-  // --- inline validation: the browser's own checks, shown as our error text ------------------
+  // --- inline validation as people leave a field; sending is still checked by the server -----
   var form = document.querySelector("form[data-validate]");
   if (!form) { return; }
   var messages = {
@@ -77,16 +77,4 @@
     input.addEventListener("blur", function () { if (input.value) { check(input); } });
     input.addEventListener("change", function () { check(input); });
   });
-  form.addEventListener("submit", function (event) {
-    var first = null;
-    ["name", "email", "country"].forEach(function (id) {
-      var input = document.getElementById(id);
-      if (input && !check(input) && !first) { first = input; }
-    });
-    if (first) {
-      event.preventDefault();
-      event.stopImmediatePropagation();
-      first.focus();
-    }
-  }, true);
 })();
