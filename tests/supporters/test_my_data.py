@@ -13,8 +13,8 @@ from campaign.extensions import db
 from campaign.models import AuditEvent, OutboundEmail, OutboxStatus, Petition, Signature, SignatureStatus
 from campaign.services.counting import signature_count
 from campaign.services.petitions import create_counter_shards
-from tests.supporters.conftest import csrf, messages_to, my_data_path, sign_and_confirm, sign_in
 from tests.support import deliver_due, form_token, text_of
+from tests.supporters.conftest import csrf, messages_to, my_data_path, sign_and_confirm, sign_in
 
 
 def _second_petition(app) -> None:
@@ -185,7 +185,7 @@ def test_every_supporter_email_carries_the_manage_link(app, client, demo, mailbo
     sign_and_confirm(app, client, mailbox, "ada@example.com")
     sign_in(client, email="ada@example.com")  # already signed: the "already confirmed" email
     deliver_due(app)
-    supporter_mail = [m for m in messages_to(mailbox, "ada@example.com")]
+    supporter_mail = messages_to(mailbox, "ada@example.com")
     assert {m["Subject"] for m in supporter_mail} >= {"Please confirm your signature", "You have already signed"}
     for message in supporter_mail:
         assert my_data_path(message)

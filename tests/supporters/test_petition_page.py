@@ -13,8 +13,8 @@ from campaign.models import Petition, PetitionTranslation, Signature
 from campaign.services.counting import add_to_count, signature_count
 from campaign.services.supporters import displayed_goal, first_name
 from tests.organize.conftest import FAST_HASHING, add_user, csrf_of, login
-from tests.supporters.conftest import messages_to, sign_and_confirm, sign_in
 from tests.support import BASE_URL, confirm, confirm_path, deliver_due
+from tests.supporters.conftest import messages_to, sign_and_confirm, sign_in
 
 PAGE = "/petitions/g20-chechnya"
 

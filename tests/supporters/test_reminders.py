@@ -12,8 +12,8 @@ from campaign.extensions import db
 from campaign.models import OutboundEmail, Signature, SignatureStatus
 from campaign.models.base import utcnow
 from campaign.services.supporters import queue_reminders
-from tests.supporters.conftest import messages_to, my_data_path, sign_in
 from tests.support import confirm, confirm_path, deliver_due
+from tests.supporters.conftest import messages_to, my_data_path, sign_in
 
 
 def _run(app, hours: float) -> int:
