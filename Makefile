@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV := CAMPAIGN_ENV=development
 
-.PHONY: run test test-fast worker beat lint typecheck bench install clean
+.PHONY: run test test-fast worker beat lint typecheck bench install clean translations
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Gettext catalogs (issue 5): .po files are the source, .mo files are built, never committed.
+MO_FILES := $(patsubst %.po,%.mo,$(wildcard campaign/translations/*/LC_MESSAGES/messages.po))
+
+%.mo: %.po $(STAMP)
+	$(BIN)/pybabel compile --use-fuzzy -i $< -o $@
+
+install: $(STAMP) $(MO_FILES)
+
+## Re-extract the messages after changing supporter-facing strings, then translate the .po files.
+translations: install
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --no-location --omit-header -o campaign/translations/messages.pot .
+	$(BIN)/pybabel update -i campaign/translations/messages.pot -d campaign/translations --no-location --omit-header
 
 ## Start the app on the embedded default: SQLite, a Celery worker on a filesystem broker,
 ## and a local SMTP sink readable at http://127.0.0.1:5000/dev/mailbox. Ctrl-C stops all.

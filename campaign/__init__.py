@@ -25,6 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_integrations(app)
     register_reach(app)
     register_abuse(app)
+    register_supporters(app)
     register_security(app)
     register_logging(app)
     register_commands(app)
@@ -152,6 +153,17 @@ def register_abuse(app: Flask) -> None:
     moderation.install(app)
     ratelimit.install(app)
     register_abuse_commands(app)
+
+
+def register_supporters(app: Flask) -> None:
+    """Issue 5: languages (Flask-Babel), manage-my-data, the reminder and my-data email kinds,
+    and the organizer's translation pages."""
+    from campaign.services import supporter_mail  # noqa: F401 - registers the email kinds
+    from campaign.web import i18n, supporters, supporters_organize
+
+    i18n.install(app)
+    app.register_blueprint(supporters.bp)
+    app.register_blueprint(supporters_organize.bp)
 
 
 def register_security(app: Flask) -> None:

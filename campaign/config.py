@@ -228,6 +228,17 @@ SETTINGS: tuple[Setting, ...] = (
             "shared secret of the bounce and complaint webhook (HMAC-SHA256); unset: it answers 404"),
     Setting("BOUNCE_WEBHOOK_TOLERANCE", 300, int,
             "seconds a bounce webhook's signed timestamp may differ from the server's clock"),
+    # The supporter's experience (issue 5): docs/supporters.md.
+    Setting("LANGUAGES", "en,ru,fr,es,de", str,
+            "interface languages, comma-separated; the first is the fallback"),
+    Setting("MY_DATA_TOKEN_MAX_AGE", 30 * 24 * 3600, int, "seconds a manage-my-data link stays valid"),
+    Setting("REMINDER_AFTER_HOURS", 24.0, float,
+            "hours after signing that one reminder goes to a signer who has not confirmed (0: none)"),
+    Setting("REMINDER_MAX_AGE_HOURS", 168.0, float,
+            "signatures older than this many hours get no reminder (e.g. after an outage)"),
+    Setting("REMINDER_INTERVAL", 300.0, float, "seconds between runs of the reminder job (Celery beat)"),
+    Setting("REMINDER_BATCH", 500, int, "reminders queued per run of the reminder job"),
+    Setting("RECENT_SIGNERS", 8, int, "recent signers listed on a petition page (0: none)"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "BASE_URL", "SIGNER_DATA_KEYS", "BLIND_INDEX_KEY", "DATABASE_URL")

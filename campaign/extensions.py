@@ -1,5 +1,6 @@
 """Flask extensions, created unbound here and bound to an app in create_app()."""
 
+from flask_babel import Babel
 from flask_login import LoginManager
 from flask_mail import Mail
 from flask_migrate import Migrate
@@ -15,3 +16,5 @@ mail = Mail()
 login_manager = LoginManager()
 # Rate limits: each app builds its own Limiter (campaign/web/ratelimit.py): a shared one would keep
 # the first app's RATELIMIT_ENABLED and storage for every later app of the process.
+# Interface and supporter email languages (issue 5): campaign/web/i18n.py binds it.
+babel = Babel()

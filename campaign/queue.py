@@ -124,6 +124,12 @@ def _celery_config(app: Flask) -> dict[str, Any]:
                 "schedule": float(config["REACH_INTERVAL"]),
                 "options": {"queue": "maintenance", "expires": float(config["REACH_INTERVAL"])},
             },
+            # Issue 5: the one reminder to confirm, found from signature rows (no long ETAs).
+            "reminders-run": {
+                "task": "reminders.run",
+                "schedule": float(config["REMINDER_INTERVAL"]),
+                "options": {"queue": "maintenance", "expires": float(config["REMINDER_INTERVAL"])},
+            },
         },
         "timezone": "UTC",
     }

@@ -204,3 +204,17 @@ def export_run(export_id: int) -> str:
         db.session.remove()
     log.info("export %s: %s", export_id, outcome)
     return outcome
+
+
+@shared_task(name="reminders.run", ignore_result=True)
+def run_reminders() -> int:
+    """Issue 5: queue the one reminder to signers who have not confirmed after a day."""
+    from campaign.services.supporters import queue_reminders
+
+    try:
+        queued = queue_reminders(db.session)
+        db.session.commit()
+    finally:
+        db.session.remove()
+    log.info("reminders queued: %s", queued)
+    return queued

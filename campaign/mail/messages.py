@@ -11,6 +11,7 @@ from email.utils import parseaddr
 from typing import Any
 
 from flask import render_template
+from flask_babel import force_locale
 from flask_mail import Message
 
 
@@ -146,12 +147,16 @@ class Draft:
     # A Message-ID that stays the same across retries of one outbox row, so a copy sent twice
     # (a worker killed between the SMTP reply and its commit) can be recognised as one.
     message_id: str | None = None
+    # The language of the templates (issue 5): a supporter's email speaks the language they
+    # signed in; None keeps the app's default.
+    locale: str | None = None
 
 
 def build_message(draft: Draft, default_sender: str) -> Message:
     """Render templates/mail/<kind>.txt and .html into a Flask-Mail message."""
-    text = render_template(f"mail/{draft.kind}.txt", **draft.context)
-    html = render_template(f"mail/{draft.kind}.html", **draft.context)
+    with force_locale(draft.locale or "en"):
+        text = render_template(f"mail/{draft.kind}.txt", **draft.context)
+        html = render_template(f"mail/{draft.kind}.html", **draft.context)
     _, sender_address = parseaddr(default_sender)
     # Tuples, not strings: Flask-Mail re-parses string addresses, and a display name with
     # quotes, commas or colons would come out as a different (or broken) address list.

@@ -31,6 +31,7 @@ from campaign.models.reach import (
     UpdateStatus,
 )
 from campaign.models.signatures import HoldReason, Signature, SignatureStatus
+from campaign.models.supporters import PetitionTranslation
 from campaign.models.targets import PetitionTarget, Target
 from campaign.models.users import (
     AttemptCounter,
@@ -68,6 +69,7 @@ __all__ = [
     "PetitionMailing",
     "PetitionStatus",
     "PetitionTarget",
+    "PetitionTranslation",
     "RecipientStatus",
     "RouteVia",
     "RoutedSignature",

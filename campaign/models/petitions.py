@@ -3,7 +3,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from campaign.models.base import Base, BigID, UTCDateTime, enum_check, utcnow
@@ -63,6 +63,9 @@ class Petition(Base):
     # Admin review (when REVIEW_REQUIRED): when it was sent, and the reviewer's note on a return.
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     review_note: Mapped[str | None] = mapped_column(Text)
+    # Issue 5: the organizer's switch for the public list of recent signers (first name +
+    # country, only of those who ticked the box for it).
+    show_recent_signers: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     campaign: Mapped[Campaign] = relationship(lazy="joined")
 

@@ -84,3 +84,9 @@ class Signature(Base):
     # When its letters were planned (routed to its targets, or to nobody): confirmed signatures
     # without it are picked up by the deliveries job (e.g. after a release from hold).
     routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The supporter's experience (issue 5): this signer's own code for the share links of the
+    # thank-you page, the code of the signer whose share brought this one, and when the one
+    # reminder to confirm was queued (or skipped by the cap): never a second one.
+    referral_code: Mapped[str | None] = mapped_column(String(16), index=True)
+    referred_by: Mapped[str | None] = mapped_column(String(16))
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -13,7 +13,15 @@ from importlib import resources
 from flask import current_app
 from sqlalchemy import select
 
-from campaign.models import Campaign, MailingPolicy, Petition, PetitionTarget, Target, TargetCountry
+from campaign.models import (
+    Campaign,
+    MailingPolicy,
+    Petition,
+    PetitionTarget,
+    PetitionTranslation,
+    Target,
+    TargetCountry,
+)
 from campaign.models.base import utcnow
 from campaign.services.markdown import render_markdown
 from campaign.services.petitions import create_counter_shards
@@ -33,6 +41,21 @@ meeting, to press for an independent investigation, and to offer safe passage an
 people who are still in danger.
 
 Every signature is confirmed by email and delivered to the leader of the signer's own country.
+"""
+
+_RU_TITLE = "Лидеры G20: потребуйте прекратить аресты и пытки геев в Чечне"
+_RU_SUMMARY = ("Геев в Чечне задерживают, пытают и убивают. Лидеры G20 могут сделать так, "
+               "чтобы это больше не замалчивали.")
+_RU_BODY = """\
+С 2017 года мужчин в Чечне, которых подозревают в гомосексуальности, похищают, держат в тайных
+тюрьмах, пытают, а некоторых убивают. Выжившие и их родные рассказали о задержаниях журналистам
+и правозащитникам; власти отрицают, что эти люди вообще существуют.
+
+**Мы просим лидеров G20** поднимать вопрос об этих преступлениях на каждой встрече с Российской
+Федерацией, добиваться независимого расследования и предоставить безопасный выезд и убежище тем,
+кто всё ещё в опасности.
+
+Каждая подпись подтверждается по электронной почте и доставляется лидеру страны подписавшего.
 """
 
 _LETTER = """\
@@ -133,6 +156,10 @@ def seed_demo(session: DbSession) -> bool:
         session.add(PetitionTarget(petition_id=petition.id, target_id=target.id,
                                    is_default=entry["country"] in {"EU", "AFU"}, position=position))
     create_counter_shards(session, petition)
+    # Issue 5: the same petition in Russian (one count, whichever language people sign in).
+    session.add(PetitionTranslation(petition_id=petition.id, language="ru", title=_RU_TITLE,
+                                    summary=_RU_SUMMARY, body_markdown=_RU_BODY,
+                                    body_html=render_markdown(_RU_BODY)))
     petition.publish()
     seed_demo_organizer(session, campaign)
     return True

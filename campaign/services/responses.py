@@ -28,6 +28,7 @@ from campaign.services.letters import one_line, paragraphs
 from campaign.services.outbox import message_kind, queue_email
 from campaign.services.petitions import absolute_url, petition_targets
 from campaign.services.privacy import cipher
+from campaign.services.supporters import my_data_path
 from campaign.services.types import DbSession
 
 LEADER_RESPONSE = "leader_response"
@@ -240,6 +241,8 @@ def leader_response_email(session: DbSession, row: OutboundEmail) -> Draft | Non
             "text": paragraphs(response.text),
             "organization": petition.campaign.organization,
             "petition_url": absolute_url(f"/petitions/{petition.slug}"),
+            # Issue 5: manage-my-data from every supporter email.
+            "manage_url": absolute_url(my_data_path(signature.email_index, signature.locale)),
         },
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -43,6 +44,7 @@ class SignerInput:
     consent_public_name: bool = False
     source: str = ""
     locale: str = "en"
+    referred_by: str = ""  # the referral code of the signer whose share link brought this one
 
 
 class SignOutcome(StrEnum):
@@ -93,6 +95,8 @@ def sign_petition(session: DbSession, petition: Petition, signer: SignerInput,
             consent_public_name=signer.consent_public_name,
             source=signer.source[:64],
             locale=signer.locale,
+            referral_code=secrets.token_urlsafe(6),
+            referred_by=signer.referred_by[:16] or None,
             ip_hash=ip_hash,
             network_hash=network_hash,
             email_domain_hash=domain_digest,

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from flask import current_app
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, int_to_bytes, want_bytes
@@ -26,7 +27,7 @@ def no_control_characters(form: Any, field: Any) -> None:
     value = field.data or ""
     single_line = not isinstance(field, TextAreaField)
     if any(ch in _CONTROL for ch in value) or (single_line and any(ch in "\r\n\t" for ch in value)):
-        raise ValidationError("Remove the control characters from this field.")
+        raise ValidationError(_l("Remove the control characters from this field."))
 
 
 def _strip(value: Any) -> Any:
@@ -41,40 +42,48 @@ def _source_code(value: Any) -> Any:
     return "".join(ch for ch in value if ch >= " " and ch != "\x7f")[:64].strip()
 
 
+def _referral_code(value: Any) -> Any:
+    from campaign.services.supporters import clean_referral_code
+
+    return clean_referral_code(value) if isinstance(value, str) else value
+
+
 class SignForm(FlaskForm):
     """The public sign form. Session CSRF is off: its signed form token stands in for it."""
 
     class Meta:
         csrf = False
 
-    name = StringField("Full name", filters=[_strip], validators=[
-        DataRequired("Enter your full name."), Length(max=200, message="Use at most 200 characters."),
+    name = StringField(_l("Full name"), filters=[_strip], validators=[
+        DataRequired(_l("Enter your full name.")), Length(max=200, message=_l("Use at most 200 characters.")),
         no_control_characters])
-    email = StringField("Email", filters=[_strip], validators=[
-        DataRequired("Enter your email address."),
-        Length(max=254, message="That email address is too long.")])
-    country = SelectField("Country", validators=[DataRequired("Choose your country.")],
+    email = StringField(_l("Email"), filters=[_strip], validators=[
+        DataRequired(_l("Enter your email address.")),
+        Length(max=254, message=_l("That email address is too long."))])
+    country = SelectField(_l("Country"), validators=[DataRequired(_l("Choose your country."))],
                           validate_choice=False)
-    postcode = StringField("Postcode", filters=[_strip], validators=[
-        Length(max=20, message="Use at most 20 characters."), no_control_characters])
-    comment = TextAreaField("Comment", filters=[_strip], validators=[
-        Length(max=1000, message="Use at most 1,000 characters."), no_control_characters])
-    consent_updates = BooleanField("Keep me updated about this campaign by email")
+    postcode = StringField(_l("Postcode"), filters=[_strip], validators=[
+        Length(max=20, message=_l("Use at most 20 characters.")), no_control_characters])
+    comment = TextAreaField(_l("Comment"), filters=[_strip], validators=[
+        Length(max=1000, message=_l("Use at most 1,000 characters.")), no_control_characters])
+    consent_updates = BooleanField(_l("Keep me updated about this campaign by email"))
     # Issue 4: what officials may learn. The first is ticked by default only on petitions not
     # marked sensitive (the view sets it); the others are never ticked in advance.
-    consent_name_to_targets = BooleanField("Add my name to the letter to the leaders")
-    consent_reply_to = BooleanField("Let the leader reply to me by email")
-    consent_public_name = BooleanField("Show my first name in the list of recent signers")
+    consent_name_to_targets = BooleanField(_l("Add my name to the letter to the leaders"))
+    consent_reply_to = BooleanField(_l("Let the leader reply to me by email"))
+    consent_public_name = BooleanField(_l("Show my first name in the list of recent signers"))
     form_token = HiddenField()
     source = HiddenField(filters=[_strip, _source_code])
+    # Issue 5: the referral code of the share link that brought this signer (junk is dropped).
+    ref = HiddenField(filters=[_referral_code])
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.country.choices = [("", "Choose your country"), *country_choices()]
+        self.country.choices = [("", _l("Choose your country")), *country_choices()]
 
     def validate_country(self, field: Any) -> None:
         if field.data not in dict(country_choices()):
-            raise ValidationError("Choose a country from the list.")
+            raise ValidationError(_l("Choose a country from the list."))
 
 
 class _WindowSigner(TimestampSigner):

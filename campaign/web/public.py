@@ -13,12 +13,14 @@ from flask import (
     Response,
     abort,
     current_app,
+    g,
     make_response,
     redirect,
     render_template,
     request,
     url_for,
 )
+from flask_babel import gettext
 from itsdangerous.encoding import base64_decode, bytes_to_int
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -44,6 +46,13 @@ from campaign.services.signing import (
     sign_petition,
     signature_for_token,
 )
+from campaign.services.supporters import (
+    clean_referral_code,
+    displayed_goal,
+    recent_signers,
+    title_in,
+    translation_for,
+)
 from campaign.web.forms import (
     STARTED_FIELD,
     SignForm,
@@ -53,6 +62,7 @@ from campaign.web.forms import (
     make_started_token,
     started_at,
 )
+from campaign.web.i18n import languages, set_page_language, supported
 from campaign.web.ratelimit import signing_over_limit
 from campaign.web.security import same_origin_post
 
@@ -67,6 +77,35 @@ def country_label(code: str) -> str:
 @bp.app_template_global()
 def country_flag(code: str) -> str:
     return flag(code)
+
+
+@bp.app_template_global()
+def shown_goal(goal: int, count: int) -> int:
+    return displayed_goal(goal, count)
+
+
+# --- languages and the supporter's page context (issue 5) ---------------------------------------
+
+def _petition_path(petition: Petition, lang: str) -> str:
+    if lang == petition.language:
+        return url_for("public.petition", slug=petition.slug)
+    return url_for("public.petition_in", lang=lang, slug=petition.slug)
+
+
+def _supporter_context(petition: Petition, lang: str) -> dict[str, Any]:
+    """The text in the page's language (a translation, else the petition's own), the switcher's
+    links, and the recent signers."""
+    translation = translation_for(db.session, petition.id, lang) if lang != petition.language else None
+    codes = [petition.language, *[c for c in languages() if c != petition.language]]
+    return {"text": translation or petition,
+            "language_links": [(code, _petition_path(petition, code)) for code in codes],
+            "canonical_path": _petition_path(petition, lang),
+            "recent": recent_signers(db.session, petition)}
+
+
+def _page_language(petition: Petition) -> str:
+    """A petition page speaks the language in its URL, else the petition's own."""
+    return set_page_language(g.get("url_lang") or petition.language)
 
 
 def _visible_petition(slug: str) -> Petition:
@@ -88,10 +127,11 @@ def _render_petition(petition: Petition, form: SignForm, status: int = 200,
                      form_error: str | None = None) -> Response:
     form.form_token.data = make_form_token(petition.id)
     count = signature_count(db.session, petition.id)
+    lang = g.get("page_lang") or _page_language(petition)
     html = render_template(
         "public/petition.html", petition=petition, form=form, count=count,
         targets=petition_targets(db.session, petition.id), form_error=form_error,
-        **_abuse_context(petition), **_mailing_context(petition))
+        **_abuse_context(petition), **_mailing_context(petition), **_supporter_context(petition, lang))
     return make_response(html, status)
 
 
@@ -192,17 +232,17 @@ class _PageCache:
         self.size = size
         self.pages: OrderedDict[str, bytes] = OrderedDict()
         self.lock = threading.Lock()
-        # (page:slug, country, source) -> (monotonic expiry, etag, page): the microcache.
-        self.recent: OrderedDict[tuple[str, str, str], tuple[float, str, bytes]] = OrderedDict()
+        # (page:slug, country, source[, lang, ref]) -> (monotonic expiry, etag, page): the microcache.
+        self.recent: OrderedDict[tuple[str, ...], tuple[float, str, bytes]] = OrderedDict()
 
-    def recent_page(self, key: tuple[str, str, str]) -> tuple[str, bytes] | None:
+    def recent_page(self, key: tuple[str, ...]) -> tuple[str, bytes] | None:
         with self.lock:
             entry = self.recent.get(key)
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1], entry[2]
 
-    def remember(self, key: tuple[str, str, str], seconds: float, etag: str, page: bytes) -> None:
+    def remember(self, key: tuple[str, ...], seconds: float, etag: str, page: bytes) -> None:
         if seconds <= 0 or self.size <= 0:
             return
         with self.lock:
@@ -240,14 +280,15 @@ def _state(row: Any) -> list[Any]:
     return [getattr(row, attr.key) for attr in inspect(row).mapper.column_attrs]
 
 
-def _page_etag(petition: Petition, count: int, window: int, country: str, source: str) -> str:
+def _page_etag(petition: Petition, count: int, window: int, country: str, source: str,
+               extra: tuple[str, ...] = ()) -> str:
     """What the anonymous page's body depends on, hashed: the petition and its campaign, the
     count, the form token's window, the preselected country and the source code.
 
     Targets are not in it (reading them would cost a query per view): an edit to them shows
     once the token window turns, within FORM_TOKEN_BUCKET seconds.
     """
-    material = repr((_state(petition), _state(petition.campaign), count, window, country, source))
+    material = repr((_state(petition), _state(petition.campaign), count, window, country, source, extra))
     return hashlib.blake2b(material.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
@@ -262,6 +303,20 @@ def _cacheable(response: Response, etag: str) -> Response:
     return response
 
 
+@bp.get("/<lang>/petitions/<slug>")
+def petition_in(lang: str, slug: str) -> Response:
+    """The petition in another language (issue 5): its translation if there is one, else its own
+    text, with the interface in that language. An unknown language falls back to the petition's
+    own page."""
+    code = supported(lang)
+    if code is None or code != lang:
+        query = request.query_string.decode("latin-1")
+        target = url_for("public.petition", slug=slug) + (f"?{query}" if query else "")
+        return redirect(target, 302)  # type: ignore[return-value]
+    g.url_lang = code
+    return petition(slug)
+
+
 @bp.get("/petitions/<slug>")
 def petition(slug: str) -> Response:
     """The petition page: the same bytes for every anonymous visitor within a token window.
@@ -273,10 +328,13 @@ def petition(slug: str) -> Response:
     """
     country = _preselected_country()
     source = (request.args.get("source") or "")[:64]
+    # Issue 5: the URL's language and the referral code of a share link are inputs of the body.
+    url_lang = g.get("url_lang") or ""
+    ref = clean_referral_code(request.args.get("ref"))
     cache = _page_cache()
     # Microcache: for PAGE_MICROCACHE seconds, the page served last is served again without
     # reading the database; the count is then that many seconds old at most (the design allows 5).
-    key = (f"page:{slug}", country, source)
+    key = (f"page:{slug}", country, source, url_lang, ref)
     recent = cache.recent_page(key)
     if recent is not None:
         etag, body = recent
@@ -286,7 +344,8 @@ def petition(slug: str) -> Response:
     petition = _visible_petition(slug)
     count = signature_count(db.session, petition.id)
     window = form_token_window()
-    etag = _page_etag(petition, count, window, country, source)
+    lang = _page_language(petition)
+    etag = _page_etag(petition, count, window, country, source, (lang, ref))
     etag = _abuse_etag(etag, petition)
     if request.if_none_match.contains_weak(etag):
         return _cacheable(make_response("", 304), etag)
@@ -295,13 +354,15 @@ def petition(slug: str) -> Response:
         form = SignForm(formdata=None)
         form.country.data = country
         form.source.data = source
+        form.ref.data = ref
         # Unticked on sensitive petitions: a name reaches officials only by the signer's own tick.
         form.consent_name_to_targets.data = not petition.is_sensitive
         form.form_token.data = make_form_token(petition.id, window)
         page = render_template(
             "public/petition.html", petition=petition, form=form, count=count,
             targets=petition_targets(db.session, petition.id), form_error=None,
-            **_abuse_context(petition), **_mailing_context(petition)).encode("utf-8")
+            **_abuse_context(petition), **_mailing_context(petition),
+            **_supporter_context(petition, lang)).encode("utf-8")
         cache.put(etag, page)
     cache.remember(key, float(current_app.config["PAGE_MICROCACHE"]), etag, page)
     return _cacheable(make_response(page), etag)
@@ -315,6 +376,11 @@ def sign(slug: str) -> Any:
                                count=signature_count(db.session, petition.id)), 410
     if not same_origin_post():
         abort(400, description="This form can only be sent from this site's own page.")
+    # The language of the page the form was on: the interface of any re-rendered form, the
+    # signature's emails and the check-email page (issue 5).
+    lang = set_page_language(supported(request.form.get("lang")) or petition.language)
+    if lang != petition.language:
+        g.url_lang = lang
     pause = killswitch.switches(db.session).signing_pause_message(petition.id)
     if pause is not None:
         return _paused_page(petition)
@@ -332,8 +398,8 @@ def sign(slug: str) -> Any:
         return _render_petition(petition, form, 400)
     if form_problem == "expired":
         # Keep what they typed; a fresh token comes with the re-rendered form.
-        return _render_petition(petition, form, 400,
-                                form_error="This page was open for a long time. Please check and send again.")
+        return _render_petition(petition, form, 400, form_error=gettext(
+            "This page was open for a long time. Please check and send again."))
     signer = SignerInput(
         name=form.name.data or "", email=email, country=form.country.data or "",
         postcode=form.postcode.data or "", comment=form.comment.data or "",
@@ -341,12 +407,13 @@ def sign(slug: str) -> Any:
         consent_name_to_targets=bool(form.consent_name_to_targets.data),
         consent_reply_to=bool(form.consent_reply_to.data),
         consent_public_name=bool(form.consent_public_name.data),
-        locale=petition.language)
+        locale=lang, referred_by=form.ref.data or "")
     outcome = sign_petition(db.session, petition, signer, ip=request.remote_addr,
                             signals=_signals(request.form.get("form_token", "")))
     # Built before the commit, which expires the petition: reading its slug afterwards would
     # cost another query on the hot path.
-    location = url_for("public.check_email", slug=petition.slug)
+    location = url_for("public.check_email", slug=petition.slug,
+                       lang=lang if lang != petition.language else None)
     db.session.commit()
     if outcome == SignOutcome.NEW:
         count_signature_created()
@@ -359,12 +426,16 @@ def check_email(slug: str) -> Any:
     # Every signer lands here after the POST, and the page is the same for all of them: the
     # microcache spares the hot path a petition query and a render per signature.
     cache = _page_cache()
-    key = (f"check-email:{slug}", "", "")
+    asked = supported(request.args.get("lang")) or ""
+    key = (f"check-email:{slug}", "", asked)
     recent = cache.recent_page(key)
     if recent is not None:
         return recent[1]
     petition = _visible_petition(slug)
+    lang = set_page_language(asked or petition.language)
     page = render_template("public/check_email.html", petition=petition,
+                           petition_path=_petition_path(petition, lang),
+                           petition_title=title_in(db.session, petition, lang),
                            dev_mailbox=current_app.config["DEV_MAILBOX"]).encode("utf-8")
     cache.remember(key, float(current_app.config["PAGE_MICROCACHE"]), "", page)
     return page
@@ -391,12 +462,16 @@ def confirm(token: str) -> Response:
     petition = db.session.get(Petition, signature.petition_id)
     if petition is None:
         abort(404)
+    # In the language it was signed in; the thank-you page's share links carry its referral code.
+    lang = set_page_language(signature.locale)
     html = render_template(
         "public/confirm.html", petition=petition, token=token,
         state=public_state(signature), just_confirmed=request.args.get("done") == "1",
         count=signature_count(db.session, petition.id),
         targets=petition_targets(db.session, petition.id),
-        letter_targets=letter_recipients(db.session, signature))
+        letter_targets=letter_recipients(db.session, signature),
+        referral_code=signature.referral_code, petition_path=_petition_path(petition, lang),
+        petition_title=title_in(db.session, petition, lang))
     return _private(make_response(html))
 
 

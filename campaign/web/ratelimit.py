@@ -34,7 +34,7 @@ from campaign.services.privacy import cipher
 LOGIN_ENDPOINTS = frozenset({"auth.login", "auth.login_code"})
 RESET_ENDPOINTS = frozenset({"auth.forgot", "auth.reset", "auth.signup"})
 ORGANIZER_BLUEPRINTS = frozenset({"organize", "moderation", "admin", "mailings", "exports", "integrations",
-                                  "reach"})
+                                  "reach", "translations"})
 API_BLUEPRINTS = frozenset({"api"})
 # Never limited with a 429, whatever else changes (DESIGN: held silently instead).
 NEVER_LIMITED = frozenset({"public.sign", "embed.sign"})

@@ -87,7 +87,7 @@
       button.hidden = false;
       button.addEventListener("click", function () {
         navigator.clipboard.writeText(input.value).then(function () {
-          status.textContent = "Link copied.";
+          status.textContent = button.getAttribute("data-copied") || "Link copied.";
         }, function () {
           input.focus();
           status.textContent = "Select the link and copy it.";

@@ -103,7 +103,9 @@ def test_a_form_sent_faster_than_a_person_types_is_held(make_sec_app):
 
 
 _TOKENS = [re.compile(r"/confirm/[A-Za-z0-9._-]+"), re.compile(r'name="csrf_token"[^>]*value="[^"]+"'),
-           re.compile(r'value="[A-Za-z0-9._-]{40,}"')]
+           re.compile(r'value="[A-Za-z0-9._-]{40,}"'),
+           # Issue 5: the manage-my-data link and each signer's own referral code.
+           re.compile(r"/my-data/[A-Za-z0-9._-]+"), re.compile(r"ref(=|%3D)[A-Za-z0-9_-]+")]
 
 
 def _normalized(response):
@@ -133,7 +135,7 @@ def test_held_and_normal_signers_see_identical_responses_and_emails(sec_app, mai
 
     deliver_due(sec_app)
     by_recipient = {m["To"]: m for m in mailbox.messages}
-    texts = [re.sub(r"/confirm/\S+", "/confirm/TOKEN", text_of(by_recipient[a]))
+    texts = [re.sub(r"/(confirm|my-data)/\S+", "/TOKEN", text_of(by_recipient[a]))
              for a in ("normal@example.org", "held@example.org")]
     assert texts[0] == texts[1]
     assert by_recipient["normal@example.org"]["Subject"] == by_recipient["held@example.org"]["Subject"]

@@ -15,7 +15,7 @@ from campaign.extensions import db
 from campaign.models import CampaignTarget, Petition, User
 from tests.organize.conftest import build_side, csrf_of, login
 
-ORGANIZER_BLUEPRINTS = {"organize", "moderation", "mailings", "admin", "exports"}
+ORGANIZER_BLUEPRINTS = {"organize", "moderation", "mailings", "admin", "exports", "translations"}
 
 
 def _ids(side):
