@@ -189,6 +189,9 @@ SETTINGS: tuple[Setting, ...] = (
             "the email status page warns that mail runs late once the oldest due email waited this long"),
     Setting("PETITION_CLOSE_INTERVAL", 300.0, float,
             "seconds between runs of the job that closes petitions whose closing date passed (Celery beat)"),
+    # Surge (issue 9): docs/performance.md.
+    Setting("MAIL_CONNECTION_REUSE", 100, int,
+            "messages a worker process sends over one SMTP connection before opening another (1: one each)"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "BASE_URL", "SIGNER_DATA_KEYS", "BLIND_INDEX_KEY", "DATABASE_URL")
