@@ -571,7 +571,7 @@ def run_closed_loop(port: int, concurrency: int, seconds: float, max_count: int,
             n = next(counter, None)
             if n is None:
                 return
-            email = f"{label}-{n}@bench.example.org"
+            email = f"{label}-{n}@d{n % 1000}.bench.example.org"  # spread as real sign-ups are
             outcome = await browser_sign(port, source_address(first_address + n), email,
                                          f"Bench Signer {n}", follow=follow)
             if outcome.ok:

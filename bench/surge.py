@@ -87,7 +87,7 @@ def offered_load(port: int, rate: float, seconds: float, max_in_flight: int) -> 
     state = {"shed": 0, "in_flight": 0, "max_in_flight_seen": 0, "started": 0}
 
     async def arrival(n: int, scheduled: float) -> None:
-        email = f"surge-{n}@bench.example.org"
+        email = f"surge-{n}@d{n % 1000}.bench.example.org"  # spread as real sign-ups are
         begun = time.perf_counter()
         try:
             outcome = await browser_sign(port, source_address(n), email, f"Surge Signer {n}")

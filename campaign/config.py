@@ -239,6 +239,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REMINDER_INTERVAL", 300.0, float, "seconds between runs of the reminder job (Celery beat)"),
     Setting("REMINDER_BATCH", 500, int, "reminders queued per run of the reminder job"),
     Setting("RECENT_SIGNERS", 8, int, "recent signers listed on a petition page (0: none)"),
+    # Surge (issue 9): docs/performance.md.
+    Setting("MAIL_CONNECTION_REUSE", 100, int,
+            "messages a worker process sends over one SMTP connection before opening another (1: one each)"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "BASE_URL", "SIGNER_DATA_KEYS", "BLIND_INDEX_KEY", "DATABASE_URL")

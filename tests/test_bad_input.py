@@ -132,7 +132,7 @@ def test_a_database_error_mid_transaction_leaves_nothing_half_written(client, de
     def broken(*args, **kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(signing, "queue_email", broken)
+    monkeypatch.setattr(signing, "queue_email_once", broken)
     app.config["PROPAGATE_EXCEPTIONS"] = False
     assert sign(client).status_code == 500
     assert _nothing_written(app)

@@ -1,11 +1,18 @@
-"""SMTP sending with a timeout, and the split between failures worth retrying and final ones."""
+"""SMTP sending with a timeout, one connection reused for consecutive messages, and the split
+between failures worth retrying and final ones."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
+import os
 import smtplib
 import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
 
 from flask import current_app
 from flask_mail import BadHeaderError, Connection, Message
@@ -56,12 +63,74 @@ class _TimedConnection(Connection):
             super().__exit__(*exc_info)  # type: ignore[arg-type]
 
 
+@dataclass
+class _Held:
+    key: tuple[Any, ...]
+    connection: _TimedConnection
+    pid: int
+    sent: int = 0
+    last_used: float = 0.0
+
+
+# The open connection of this process (and thread): a Celery worker process sends one message
+# after another, and a new connection per message (TCP, greeting, EHLO, STARTTLS, AUTH, QUIT)
+# cost more than the message itself (issue 9's surge profile).
+_local = threading.local()
+# Idle longer than this, the server may have closed it: a NOOP checks before it is used.
+_CHECK_AFTER_IDLE = 1.0
+
+
+def _close(held: _Held | None) -> None:
+    _local.held = None
+    if held is not None and held.pid == os.getpid():  # never QUIT a connection a parent opened
+        held.connection.__exit__(None, None, None)
+
+
+atexit.register(lambda: _close(getattr(_local, "held", None)))
+
+
+def _alive(held: _Held) -> bool:
+    host = held.connection.host
+    if host is None or time.monotonic() - held.last_used < _CHECK_AFTER_IDLE:
+        return True
+    try:
+        return host.noop()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        return False
+
+
+def _connection(state: Any) -> _Held:
+    """This process's open connection for the current mail settings, opened if need be.
+
+    Reused for up to MAIL_CONNECTION_REUSE messages; after a failure it is closed, so the next
+    message reconnects (and a message is never sent again on its own: the outbox retries it)."""
+    key = (id(state), state.server, state.port, state.username, state.use_tls, state.use_ssl, state.suppress)
+    held: _Held | None = getattr(_local, "held", None)
+    if held is not None:
+        if (held.key == key and held.pid == os.getpid()
+                and held.sent < int(current_app.config["MAIL_CONNECTION_REUSE"]) and _alive(held)):
+            return held
+        _close(held)
+    connection = _TimedConnection(state)
+    connection.__enter__()  # connects, unless MAIL_SUPPRESS_SEND
+    held = _Held(key, connection, os.getpid())
+    _local.held = held
+    return held
+
+
 def send_message(message: Message) -> None:
     """Send one message; raise TemporaryFailure or PermanentFailure with the server's words."""
     state = current_app.extensions["mail"]
     try:
-        with _TimedConnection(state) as connection:
-            connection.send(message)
+        try:
+            held = _connection(state)
+            held.connection.send(message)
+            held.sent += 1
+            held.last_used = time.monotonic()
+        except BaseException:
+            # Whatever went wrong, the next message starts on a new connection.
+            _close(getattr(_local, "held", None))
+            raise
     except BadHeaderError as error:
         raise PermanentFailure("bad header", "bad_message") from error
     except smtplib.SMTPRecipientsRefused as error:

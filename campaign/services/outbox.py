@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from flask import current_app
 from sqlalchemy import and_, event, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -74,6 +75,22 @@ def queue_email(session: DbSession, *, kind: str, key: str, **refs: Any) -> Outb
         return None
     session.info.setdefault(_PENDING, []).append((row.id, kind))
     return row
+
+
+def queue_email_once(session: DbSession, *, kind: str, key: str, **refs: Any) -> int | None:
+    """queue_email for the hot path: one INSERT ... ON CONFLICT (idempotency key) DO NOTHING
+    RETURNING id, no savepoint and no ORM object. Returns the new row's id, or None (and writes
+    nothing) when a row with this key exists. Published after commit like any other row."""
+    if kind not in _builders:
+        raise ValueError(f"no message builder for {kind!r}")
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    email_id = session.scalar(
+        insert(OutboundEmail).values(idempotency_key=key, kind=kind, **refs)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(OutboundEmail.id))
+    if email_id is None:
+        return None
+    session.info.setdefault(_PENDING, []).append((int(email_id), kind))
+    return int(email_id)
 
 
 _installed = False

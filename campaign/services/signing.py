@@ -7,20 +7,20 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
-from campaign.models import OutboundEmail, Petition, Signature, SignatureStatus
+from campaign.models import OutboundEmail, Signature, SignatureStatus
 from campaign.models.base import utcnow
 from campaign.services.abuse import SigningSignals, domain_hash, email_domain, hold_reasons, public_state
 from campaign.services.counting import add_to_count
 from campaign.services.emails import Email
 from campaign.services.letters import route_on_confirmation
-from campaign.services.outbox import queue_email
+from campaign.services.outbox import queue_email_once
 from campaign.services.privacy import cipher
 from campaign.services.types import DbSession
 from campaign.services.webhooks import on_signature_confirmed
@@ -47,6 +47,16 @@ class SignerInput:
     referred_by: str = ""  # the referral code of the signer whose share link brought this one
 
 
+class SignablePetition(Protocol):
+    """What signing needs of a petition: a Petition, or the sign view's short-lived snapshot."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def is_signable(self) -> bool: ...
+
+
 class SignOutcome(StrEnum):
     # For tests and metrics only: the supporter sees the same page whatever happened.
     NEW = "new"
@@ -56,7 +66,7 @@ class SignOutcome(StrEnum):
     RACED = "raced"
 
 
-def sign_petition(session: DbSession, petition: Petition, signer: SignerInput,
+def sign_petition(session: DbSession, petition: SignablePetition, signer: SignerInput,
                   ip: str | None = None, signals: SigningSignals | None = None) -> SignOutcome:
     """Record a pending signature and queue its confirmation email, in the caller's transaction.
 
@@ -77,46 +87,45 @@ def sign_petition(session: DbSession, petition: Petition, signer: SignerInput,
     domain_digest = domain_hash(crypt, domain)
     reasons = hold_reasons(session, petition.id, ip_hash=ip_hash, domain=domain,
                            domain_digest=domain_digest, signals=signals or SigningSignals(ip=ip))
-    signature = session.scalar(
-        select(Signature).where(Signature.petition_id == petition.id, Signature.email_index == index))
-    outcome = SignOutcome.RESENT
-    if signature is None:
-        signature = Signature(
-            petition_id=petition.id,
-            name_encrypted=crypt.encrypt(signer.name),
-            email_encrypted=crypt.encrypt(signer.email.address),
-            postcode_encrypted=crypt.encrypt(signer.postcode) if signer.postcode else None,
-            email_index=index,
-            country=signer.country,
-            comment=signer.comment,
-            consent_updates=signer.consent_updates,
-            consent_name_to_targets=signer.consent_name_to_targets,
-            consent_reply_to=signer.consent_reply_to,
-            consent_public_name=signer.consent_public_name,
-            source=signer.source[:64],
-            locale=signer.locale,
-            referral_code=secrets.token_urlsafe(6),
-            referred_by=signer.referred_by[:16] or None,
-            ip_hash=ip_hash,
-            network_hash=network_hash,
-            email_domain_hash=domain_digest,
-        )
-        if reasons:
-            signature.status = SignatureStatus.HELD
-            signature.hold_reasons = ",".join(reasons)
-            signature.held_at = utcnow()
-        try:
-            with session.begin_nested():
-                session.add(signature)
-            outcome = SignOutcome.NEW
-        except IntegrityError:
-            # A concurrent request for the same mailbox won; carry on as a repeat.
-            signature = session.scalar(select(Signature).where(
-                Signature.petition_id == petition.id, Signature.email_index == index))
-            if signature is None:
-                raise
-    # A held signature is mailed exactly like the one it stands for: a bot learns nothing.
-    shown = public_state(signature)
+    # The hot path (issue 9): one INSERT ... ON CONFLICT DO NOTHING RETURNING id, no look-up
+    # first and no savepoint. The unique (petition, blind index) decides: no id back means the
+    # mailbox had signed (or a concurrent request for it won), and it carries on as a repeat.
+    values: dict[str, Any] = {
+        "petition_id": petition.id,
+        "name_encrypted": crypt.encrypt(signer.name),
+        "email_encrypted": crypt.encrypt(signer.email.address),
+        "postcode_encrypted": crypt.encrypt(signer.postcode) if signer.postcode else None,
+        "email_index": index,
+        "country": signer.country,
+        "comment": signer.comment,
+        "consent_updates": signer.consent_updates,
+        "consent_name_to_targets": signer.consent_name_to_targets,
+        "consent_reply_to": signer.consent_reply_to,
+        "consent_public_name": signer.consent_public_name,
+        "source": signer.source[:64],
+        "locale": signer.locale,
+        "referral_code": secrets.token_urlsafe(6),
+        "referred_by": signer.referred_by[:16] or None,
+        "ip_hash": ip_hash,
+        "network_hash": network_hash,
+        "email_domain_hash": domain_digest,
+    }
+    if reasons:
+        values |= {"status": SignatureStatus.HELD, "hold_reasons": ",".join(reasons), "held_at": utcnow()}
+    signature_id = _insert_new(session, values)
+    if signature_id is not None:
+        outcome = SignOutcome.NEW
+        # New, pending or held: held looks pending to its owner (public_state), so the same email.
+        shown: str = SignatureStatus.PENDING
+    else:
+        outcome = SignOutcome.RESENT
+        signature = session.scalar(select(Signature).where(
+            Signature.petition_id == petition.id, Signature.email_index == index))
+        if signature is None:
+            raise RuntimeError("a signature conflicted on insert and then could not be found")
+        signature_id = signature.id
+        # A held signature is mailed exactly like the one it stands for: a bot learns nothing.
+        shown = public_state(signature)
     if shown == SignatureStatus.CONFIRMED:
         kind = ALREADY_CONFIRMED
         outcome = SignOutcome.ALREADY_CONFIRMED if outcome != SignOutcome.NEW else outcome
@@ -131,23 +140,35 @@ def sign_petition(session: DbSession, petition: Petition, signer: SignerInput,
     if (sent_for_petition >= int(config["EMAILS_PER_ADDRESS_PER_PETITION"])
             or sent_today >= int(config["EMAILS_PER_ADDRESS_PER_DAY"])):
         return SignOutcome.CAPPED
-    row = queue_email(
-        session, kind=kind, key=f"form:{signature.id}:{sent_for_petition + 1}",
-        petition_id=petition.id, signature_id=signature.id, recipient_index=index,
+    row = queue_email_once(
+        session, kind=kind, key=f"form:{signature_id}:{sent_for_petition + 1}",
+        petition_id=petition.id, signature_id=signature_id, recipient_index=index,
         from_public_form=True)
     if row is None:  # a concurrent repeat already queued this email
         return SignOutcome.RACED
     return outcome
 
 
+def _insert_new(session: DbSession, values: dict[str, Any]) -> int | None:
+    """Insert a signature unless (petition, blind index) exists; its id, or None if it did."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (insert(Signature).values(**values)
+                 .on_conflict_do_nothing(index_elements=["petition_id", "email_index"])
+                 .returning(Signature.id))
+    found = session.scalar(statement)
+    return None if found is None else int(found)
+
+
 def _form_emails(session: DbSession, index: str, petition_id: int) -> tuple[int, int]:
-    """Emails the public form has caused to this mailbox: for this petition, and in 24 hours."""
+    """Emails the public form has caused to this mailbox: for this petition, and in 24 hours.
+    One query: both counts are FILTERs over the mailbox's rows (its index)."""
     since = utcnow() - timedelta(days=1)
-    base = select(func.count()).select_from(OutboundEmail).where(
-        OutboundEmail.recipient_index == index, OutboundEmail.from_public_form.is_(True))
-    for_petition = session.scalar(base.where(OutboundEmail.petition_id == petition_id)) or 0
-    today = session.scalar(base.where(OutboundEmail.created_at >= since)) or 0
-    return int(for_petition), int(today)
+    for_petition, today = session.execute(
+        select(func.count().filter(OutboundEmail.petition_id == petition_id),
+               func.count().filter(OutboundEmail.created_at >= since))
+        .where(OutboundEmail.recipient_index == index, OutboundEmail.from_public_form.is_(True))).one()
+    return int(for_petition or 0), int(today or 0)
 
 
 def _serializer() -> URLSafeTimedSerializer:

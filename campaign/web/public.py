@@ -6,6 +6,8 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import (
@@ -28,7 +30,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from campaign.extensions import db
 from campaign.metrics import count_signature_confirmed, count_signature_created
 from campaign.models import Petition, SignatureStatus
-from campaign.models.petitions import VISIBLE
+from campaign.models.base import utcnow
+from campaign.models.petitions import SIGNABLE, VISIBLE
 from campaign.services import killswitch
 from campaign.services.abuse import SigningSignals, integrity_note, public_state
 from campaign.services.counting import signature_count, signature_counts
@@ -368,37 +371,73 @@ def petition(slug: str) -> Response:
     return _cacheable(make_response(page), etag)
 
 
+@dataclass(frozen=True)
+class _SigningPetition:
+    """What the sign POST needs of a visible petition, kept per process for PAGE_MICROCACHE
+    seconds (as old as the page the form came from may be): a busy petition's POSTs skip a query."""
+
+    id: int
+    slug: str
+    language: str
+    status: str
+    closes_at: datetime | None
+    expires: float
+
+    @property
+    def is_signable(self) -> bool:
+        # As Petition.is_signable, with the closing date checked at every request.
+        return self.status in SIGNABLE and not (self.closes_at is not None and self.closes_at <= utcnow())
+
+
+def _signing_petition(slug: str) -> _SigningPetition:
+    cache: dict[str, _SigningPetition] = current_app.extensions.setdefault("campaign.signing_petitions", {})
+    found = cache.get(slug)
+    if found is not None and found.expires > time.monotonic():
+        return found
+    petition = _visible_petition(slug)
+    expires = time.monotonic() + float(current_app.config["PAGE_MICROCACHE"])
+    found = _SigningPetition(petition.id, petition.slug, petition.language, petition.status,
+                             petition.closes_at, expires)
+    if len(cache) > 1000:  # only visible petitions get here; a bound all the same
+        cache.clear()
+    cache[slug] = found
+    return found
+
+
 @bp.post("/petitions/<slug>/sign")
 def sign(slug: str) -> Any:
-    petition = _visible_petition(slug)
-    if not petition.is_signable:
+    # The snapshot spares the hot path a query; every answer other than the 303 loads the
+    # petition itself (they render it).
+    snapshot = _signing_petition(slug)
+    if not snapshot.is_signable:
+        petition = _visible_petition(slug)
         return render_template("public/closed.html", petition=petition,
                                count=signature_count(db.session, petition.id)), 410
     if not same_origin_post():
         abort(400, description="This form can only be sent from this site's own page.")
     # The language of the page the form was on: the interface of any re-rendered form, the
     # signature's emails and the check-email page (issue 5).
-    lang = set_page_language(supported(request.form.get("lang")) or petition.language)
-    if lang != petition.language:
+    lang = set_page_language(supported(request.form.get("lang")) or snapshot.language)
+    if lang != snapshot.language:
         g.url_lang = lang
-    pause = killswitch.switches(db.session).signing_pause_message(petition.id)
+    pause = killswitch.switches(db.session).signing_pause_message(snapshot.id)
     if pause is not None:
-        return _paused_page(petition)
+        return _paused_page(_visible_petition(slug))
     form = SignForm()
-    form_problem = check_form_token(request.form.get("form_token", ""), petition.id)
+    form_problem = check_form_token(request.form.get("form_token", ""), snapshot.id)
     if form_problem == "invalid":
         abort(400, description="The form was incomplete or altered. Reload the page and sign again.")
     if not form.validate():
-        return _render_petition(petition, form, 400)
+        return _render_petition(_visible_petition(slug), form, 400)
     try:
         email = parse_email(form.email.data or "",
                             check_deliverability=current_app.config["EMAIL_CHECK_DELIVERABILITY"])
     except InvalidEmail as error:
         form.email.errors = [str(error)]
-        return _render_petition(petition, form, 400)
+        return _render_petition(_visible_petition(slug), form, 400)
     if form_problem == "expired":
         # Keep what they typed; a fresh token comes with the re-rendered form.
-        return _render_petition(petition, form, 400, form_error=gettext(
+        return _render_petition(_visible_petition(slug), form, 400, form_error=gettext(
             "This page was open for a long time. Please check and send again."))
     signer = SignerInput(
         name=form.name.data or "", email=email, country=form.country.data or "",
@@ -408,12 +447,10 @@ def sign(slug: str) -> Any:
         consent_reply_to=bool(form.consent_reply_to.data),
         consent_public_name=bool(form.consent_public_name.data),
         locale=lang, referred_by=form.ref.data or "")
-    outcome = sign_petition(db.session, petition, signer, ip=request.remote_addr,
+    outcome = sign_petition(db.session, snapshot, signer, ip=request.remote_addr,
                             signals=_signals(request.form.get("form_token", "")))
-    # Built before the commit, which expires the petition: reading its slug afterwards would
-    # cost another query on the hot path.
-    location = url_for("public.check_email", slug=petition.slug,
-                       lang=lang if lang != petition.language else None)
+    location = url_for("public.check_email", slug=snapshot.slug,
+                       lang=lang if lang != snapshot.language else None)
     db.session.commit()
     if outcome == SignOutcome.NEW:
         count_signature_created()
