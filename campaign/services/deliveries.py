@@ -328,6 +328,8 @@ class DeliverNowLine:
     rows: int         # signatures in the CSV
     named: int        # rows with a name (and comment): routed to this target and consented
     with_email: int   # rows with an email address: routed to this target and consented
+    subject: str = ""                                            # the email's subject
+    letter: list[list[str]] = field(default_factory=list)        # its letter, in paragraphs
 
 
 @dataclass(frozen=True)
@@ -387,7 +389,8 @@ def preview_deliver_now(session: DbSession, petition: Petition,
         named = sum(k for c, n, _e, k in groups if n and target.id in routes[c])
         with_email = sum(k for c, _n, e, k in groups if e and target.id in routes[c])
         lines.append(DeliverNowLine(target, deliverable_address(target.email), count, rows, named,
-                                    with_email))
+                                    with_email, delivery_subject(petition, count, rows, full=True),
+                                    paragraphs(letter_text(petition, target))))
     return DeliverNowPreview(petition, lines)
 
 
@@ -478,6 +481,13 @@ def _release_batch(session: DbSession, delivery: Delivery) -> None:
                     .values(batch_id=None).execution_options(synchronize_session=False))
 
 
+def delivery_subject(petition: Petition, total: int, rows: int, *, full: bool) -> str:
+    """The subject of a delivery: the same words on the confirmation screen and in the email."""
+    if full:
+        return one_line(f"Petition “{petition.title}”: {total:,} signatures", 200)
+    return one_line(f"Petition “{petition.title}”: {rows:,} new signatures ({total:,} in all)", 200)
+
+
 @message_kind(DELIVERY)
 def delivery_to_target(session: DbSession, row: OutboundEmail) -> Draft | None:
     """One batch to one official: the letter, the new and total counts, and the CSV, built
@@ -505,15 +515,11 @@ def delivery_to_target(session: DbSession, row: OutboundEmail) -> Draft | None:
         # As of the batch; less the ones of this batch invalidated since it was made.
         total = max(rows, delivery.total_count - (delivery.new_count - rows))
     date = delivery.created_at.date().isoformat()
-    if full:
-        subject = f"Petition “{petition.title}”: {total:,} signatures"
-    else:
-        subject = f"Petition “{petition.title}”: {rows:,} new signatures ({total:,} in all)"
     return Draft(
         kind=DELIVERY,
         to_name=target.name,
         to_address=target.email,
-        subject=one_line(subject, 200),
+        subject=delivery_subject(petition, total, rows, full=full),
         sender_name=petition.campaign.sender_name,
         message_id=stable_message_id(row.idempotency_key),
         attachments=[(f"signatures-{petition.slug}-{date}.csv", "text/csv; charset=utf-8", data)],
