@@ -492,7 +492,8 @@ def delivery_subject(petition: Petition, total: int, rows: int, *, full: bool) -
 def delivery_to_target(session: DbSession, row: OutboundEmail) -> Draft | None:
     """One batch to one official: the letter, the new and total counts, and the CSV, built
     from the batch id at send time (a signature invalidated since is left out). None when
-    nothing is left to send or the target has no valid address any more."""
+    nothing is left to send, the target is no longer the petition's, or it has no valid address
+    any more."""
     delivery = session.scalar(select(Delivery).where(Delivery.email_id == row.id))
     if delivery is None:
         return None
@@ -500,6 +501,8 @@ def delivery_to_target(session: DbSession, row: OutboundEmail) -> Draft | None:
     petition = session.get(Petition, delivery.petition_id)
     if target is None or petition is None:
         return None
+    if session.get(PetitionTarget, (petition.id, target.id)) is None:
+        return None  # taken off the petition before it was sent
     if not deliverable_address(target.email):
         if delivery.kind != DeliveryKind.NOW:
             _release_batch(session, delivery)
