@@ -368,7 +368,11 @@ def start_celery(env: dict[str, str], concurrency: int, workdir: Path, beat: boo
     if beat:
         args += ["-B", "--schedule", str(workdir / "celerybeat-schedule")]
     process = Process(name, [*args, "--loglevel", "INFO"], env, workdir)
-    process.wait_for_log(b" ready.", 60)
+    try:
+        process.wait_for_log(b" ready.", 60)
+    except BaseException:
+        process.stop()  # a worker that never said ready must not live on and take tasks
+        raise
     return process
 
 

@@ -329,6 +329,8 @@ class DeliverNowLine:
     rows: int         # signatures in the CSV
     named: int        # rows with a name (and comment): routed to this target and consented
     with_email: int   # rows with an email address: routed to this target and consented
+    subject: str = ""                                            # the email's subject
+    letter: list[list[str]] = field(default_factory=list)        # its letter, in paragraphs
 
 
 @dataclass(frozen=True)
@@ -388,7 +390,8 @@ def preview_deliver_now(session: DbSession, petition: Petition,
         named = sum(k for c, n, _e, k in groups if n and target.id in routes[c])
         with_email = sum(k for c, _n, e, k in groups if e and target.id in routes[c])
         lines.append(DeliverNowLine(target, deliverable_address(target.email), count, rows, named,
-                                    with_email))
+                                    with_email, delivery_subject(petition, count, rows, full=True),
+                                    paragraphs(letter_text(petition, target))))
     return DeliverNowPreview(petition, lines)
 
 
@@ -479,11 +482,19 @@ def _release_batch(session: DbSession, delivery: Delivery) -> None:
                     .values(batch_id=None).execution_options(synchronize_session=False))
 
 
+def delivery_subject(petition: Petition, total: int, rows: int, *, full: bool) -> str:
+    """The subject of a delivery: the same words on the confirmation screen and in the email."""
+    if full:
+        return one_line(f"Petition “{petition.title}”: {total:,} signatures", 200)
+    return one_line(f"Petition “{petition.title}”: {rows:,} new signatures ({total:,} in all)", 200)
+
+
 @message_kind(DELIVERY)
 def delivery_to_target(session: DbSession, row: OutboundEmail) -> Draft | None:
     """One batch to one official: the letter, the new and total counts, and the CSV, built
     from the batch id at send time (a signature invalidated since is left out). None when
-    nothing is left to send or the target has no valid address any more."""
+    nothing is left to send, the target is no longer the petition's, or it has no valid address
+    any more."""
     delivery = session.scalar(select(Delivery).where(Delivery.email_id == row.id))
     if delivery is None:
         return None
@@ -491,6 +502,8 @@ def delivery_to_target(session: DbSession, row: OutboundEmail) -> Draft | None:
     petition = session.get(Petition, delivery.petition_id)
     if target is None or petition is None:
         return None
+    if session.get(PetitionTarget, (petition.id, target.id)) is None:
+        return None  # taken off the petition before it was sent
     if not deliverable_address(target.email):
         if delivery.kind != DeliveryKind.NOW:
             _release_batch(session, delivery)
@@ -506,15 +519,11 @@ def delivery_to_target(session: DbSession, row: OutboundEmail) -> Draft | None:
         # As of the batch; less the ones of this batch invalidated since it was made.
         total = max(rows, delivery.total_count - (delivery.new_count - rows))
     date = delivery.created_at.date().isoformat()
-    if full:
-        subject = f"Petition “{petition.title}”: {total:,} signatures"
-    else:
-        subject = f"Petition “{petition.title}”: {rows:,} new signatures ({total:,} in all)"
     return Draft(
         kind=DELIVERY,
         to_name=target.name,
         to_address=target.email,
-        subject=one_line(subject, 200),
+        subject=delivery_subject(petition, total, rows, full=full),
         sender_name=petition.campaign.sender_name,
         message_id=stable_message_id(row.idempotency_key),
         attachments=[(f"signatures-{petition.slug}-{date}.csv", "text/csv; charset=utf-8", data)],

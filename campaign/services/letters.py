@@ -25,6 +25,7 @@ from campaign.models import (
     MailingPolicy,
     OutboundEmail,
     Petition,
+    PetitionTarget,
     RoutedSignature,
     RouteVia,
     Signature,
@@ -213,8 +214,9 @@ def stable_message_id(key: str) -> str:
 @message_kind(LETTER)
 def letter_to_target(session: DbSession, row: OutboundEmail) -> Draft | None:
     """One supporter's letter to one official. None (cancelled) when the signature is no
-    longer confirmed, the petition stopped sending letters, or the target has no valid address
-    any more (the signature then waits for the target's next batched delivery)."""
+    longer confirmed, the petition stopped sending letters, the target is no longer the
+    petition's, or the target has no valid address any more (the signature then waits for the
+    target's next batched delivery)."""
     if row.signature_id is None or row.target_id is None:
         return None
     signature = session.get(Signature, row.signature_id)
@@ -226,6 +228,8 @@ def letter_to_target(session: DbSession, row: OutboundEmail) -> Draft | None:
     petition = session.get(Petition, signature.petition_id)
     if petition is None or petition.mailing_policy not in LETTER_POLICIES:
         return None
+    if session.get(PetitionTarget, (petition.id, target.id)) is None:
+        return None  # the organizer took the target off the petition before it was sent
     if not deliverable_address(target.email):
         # Committed with the outbox's outcome: the signature is not lost, it goes in a batch.
         session.execute(

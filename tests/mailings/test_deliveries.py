@@ -417,3 +417,20 @@ def test_thousands_of_signers_to_one_official_stay_within_the_cap(make_app) -> N
         batches = len(outbox(session, DELIVERY))
         assert (letters, batches) == (20, 1)  # 21 messages to the official in this hour
         db.session.remove()
+
+
+@pytest.mark.parametrize("name", ["+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "=cmd|' /C calc'!A0"])
+def test_formula_names_and_comments_are_neutralized_in_the_delivery_csv(session, mapp, mailbox, name) -> None:
+    petition = petition_with(session)
+    merz = target_named(session, "Merz")
+    set_cadence(session, petition, merz.id, Cadence.EVERY_N, every_n=1)
+    add_signer(session, petition, name, "eve@example.com", "DE", named=True,
+               comment="=1+1\r\nBcc: victim@example.com\r\n<b>bold</b>")
+    assert len(run_mailings(session).deliveries) == 1
+    assert send_all(session, mapp) == {"sent": 1}
+    [mail] = deliveries_to(mailbox, "merz@gov.example.org")
+    assert mail["Bcc"] is None
+    [_header, row] = csv_of(mail)
+    assert row[0] == "'" + name
+    # The comment keeps its text, line breaks inside its quoted cell, and cannot run as a formula.
+    assert row[2].replace("\r\n", "\n") == "'=1+1\nBcc: victim@example.com\n<b>bold</b>"

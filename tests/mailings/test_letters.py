@@ -227,3 +227,30 @@ def test_letters_are_published_only_when_the_outermost_transaction_commits(mapp)
         db.session.commit()
         assert len(published) == 3
         db.session.remove()
+
+
+def test_a_target_taken_off_the_petition_gets_no_queued_letter_or_delivery(session, mapp, mailbox) -> None:
+    from campaign.models import PetitionTarget
+    from campaign.services.deliveries import DELIVERY, deliver_now
+
+    petition = make_petition(session, TARGETS)
+    add_signer(session, petition, "Ada", "ada@example.com", "DE", named=True)
+    merz = session.scalar(select(PetitionTarget).join(Target, Target.id == PetitionTarget.target_id)
+                          .where(Target.country == "DE"))
+    assert len(deliver_now(session, None, petition, [merz.target_id], nonce="n1")) == 1
+    session.delete(merz)
+    assert send_all(session, mapp) == {"cancelled": 2}
+    assert messages(mailbox) == []
+    assert {r.kind for r in outbox(session, LETTER) + outbox(session, DELIVERY)} == {LETTER, DELIVERY}
+
+
+def test_no_task_is_scheduled_with_a_broker_countdown_or_eta() -> None:
+    # Redis hands a message that waits past its visibility timeout to a second worker (Celery
+    # #2481, #7009): scheduled mail is rows with a send-after time that beat finds, never an ETA.
+    from tests.support import ROOT
+
+    offenders = [f"{path.relative_to(ROOT)}: {word}"
+                 for folder in ("campaign", "worker") for path in (ROOT / folder).rglob("*.py")
+                 for word in ("countdown=", "eta=", "apply_async(")
+                 if word in path.read_text()]
+    assert offenders == []

@@ -84,6 +84,9 @@ def test_deliver_now_shows_who_gets_what_then_sends_once(mapp: Flask, org: dict[
     assert "1 email</strong> will be sent now" in html
     assert "a CSV of 2 confirmed signers" in html
     assert "1 with their name and comment" in html and "1 with an email address" in html
+    # The subject and the letter exactly as Merz gets them, addressed to his title.
+    assert "Subject “Petition “" in html and ": 2 signatures”" in html
+    assert "Dear Federal Chancellor of Germany," in html
     nonce = re.search(r'name="nonce" type="hidden" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
     with mapp.app_context():
         assert db.session.scalar(select(func.count()).select_from(Delivery)) == 0  # nothing yet
