@@ -60,8 +60,8 @@ SIGNER_FIELDS = ("name", "email", "country")
 SIGNATURE_HEADER = "Campaign-Signature"
 TASK = "webhooks.send"
 QUEUE = "bulk"
-USER_AGENT = "campaign-webhooks/1"
-_PENDING = "campaign.webhooks.new"
+USER_AGENT = "Campaign-Webhooks/1"
+_PENDING = "webhooks.pending-calls"
 # A confirmation sees the count as of its own transaction: concurrent ones may step over a
 # milestone together, so each fires milestones this far below its count too (keys dedupe).
 MILESTONE_WINDOW = 64
