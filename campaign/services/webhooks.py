@@ -60,8 +60,8 @@ SIGNER_FIELDS = ("name", "email", "country")
 SIGNATURE_HEADER = "Campaign-Signature"
 TASK = "webhooks.send"
 QUEUE = "bulk"
-USER_AGENT = "campaign-webhooks/1"
-_PENDING = "campaign.webhooks.new"
+USER_AGENT = "Campaign-Webhooks/1"
+_PENDING = "webhooks.pending-calls"
 # A confirmation sees the count as of its own transaction: concurrent ones may step over a
 # milestone together, so each fires milestones this far below its count too (keys dedupe).
 MILESTONE_WINDOW = 64
@@ -441,9 +441,14 @@ def send_call(session: DbSession, call_id: int) -> str:
     hook = session.get(Webhook, call.webhook_id)
     if hook is None or not hook.active:
         return _finish(session, call, WebhookCallStatus.CANCELLED, None, "the webhook is switched off")
+    try:
+        secret = cipher().decrypt(hook.secret_encrypted)
+    except ValueError:
+        # A key left SIGNER_DATA_KEYS before `flask rotate-signer-keys` re-encrypted this secret.
+        return _finish(session, call, WebhookCallStatus.FAILED, None,
+                       "the signing secret cannot be decrypted with SIGNER_DATA_KEYS")
     body = build_body(session, hook, call)
     timestamp = int(time.time())
-    secret = cipher().decrypt(hook.secret_encrypted)
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                SIGNATURE_HEADER: sign_payload(secret, timestamp, body),
                "Campaign-Event": call.event, "Campaign-Webhook-Id": f"whc_{call.id}"}

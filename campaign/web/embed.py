@@ -163,7 +163,7 @@ def check_email(slug: str) -> Response:
 @bp.get("/<slug>/snippet")
 def snippet(slug: str) -> Any:
     """The two snippets (iframe, script) for organizers to copy; an ordinary page, not framable.
-    The organizer UI will link here."""
+    The organizer's petition page links here."""
     petition = visible_petition(db.session, slug)
     if petition is None:
         return render_template("errors/error.html", code=404, name="Not Found", description=None), 404

@@ -74,6 +74,18 @@ def test_owner_creates_a_token_sees_it_once_and_revokes_it(make_app):
         assert all(secret not in s for s in db.session.scalars(select(AuditEvent.summary)))
 
 
+def test_the_petition_page_links_to_the_widget_snippets(make_app):
+    app = make_app(**FAST_HASHING)
+    client, campaign_id = _owner_client(app)
+    with app.app_context():
+        from campaign.models import Petition
+
+        petition_id = db.session.scalars(select(Petition.id)).one()
+    page = client.get(f"/organize/petitions/{petition_id}").get_data(as_text=True)
+    assert 'href="/embed/g20-chechnya/snippet"' in page
+    assert f'href="/organize/campaigns/{campaign_id}/integrations"' in page  # the nav
+
+
 def test_a_token_needs_a_name_and_a_scope_and_a_csrf_token(make_app):
     app = make_app(**FAST_HASHING)
     client, campaign_id = _owner_client(app)

@@ -331,3 +331,34 @@ def test_a_celery_worker_sends_calls_and_its_sweep_retries(tmp_path, smtp_port, 
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+def test_signing_secrets_follow_key_rotation_and_an_unreadable_one_fails_cleanly(make_app, receiver):
+    from cryptography.fernet import Fernet
+
+    from campaign.services.key_rotation import encrypted_columns, rotate_signer_keys
+
+    assert ("webhooks", "secret_encrypted") in {(t.name, c) for t, c in encrypted_columns()}
+    app = make_app(**LOOPBACK)
+    _demo(app)
+    _hook_id, secret = _register(app, receiver.url, ["signature.confirmed"])
+    url, old_key = app.config["DATABASE_URL"], app.config["SIGNER_DATA_KEYS"]
+    new_key = Fernet.generate_key().decode()
+    rotating = make_app(**LOOPBACK, DATABASE_URL=url, SIGNER_DATA_KEYS=f"{new_key},{old_key}")
+    with rotating.app_context():
+        assert rotate_signer_keys(db.session).per_column["webhooks.secret_encrypted"] == 1
+    rotated = make_app(**LOOPBACK, DATABASE_URL=url, SIGNER_DATA_KEYS=new_key)
+    _sign(rotated, "Zarema Example", "zarema@example.net")
+    assert _send_due(rotated) == ["sent"]
+    assert webhooks.verify_signature(secret, receiver.requests[0].headers["Campaign-Signature"],
+                                     receiver.requests[0].body)
+    # Without the key that encrypted it, the call fails with a reason instead of crashing the worker.
+    lost = make_app(**LOOPBACK, DATABASE_URL=url, SIGNER_DATA_KEYS=Fernet.generate_key().decode())
+    with lost.app_context():
+        petition = db.session.scalar(select(Petition).where(Petition.slug == DEMO_PETITION_SLUG))
+        webhooks.queue_event(db.session, petition.campaign_id, "signature.confirmed", "manual:1",
+                             {"petition": {"id": petition.id}})
+        db.session.commit()
+    assert _send_due(lost) == ["failed"]
+    assert _calls(lost)[-1].last_error == "the signing secret cannot be decrypted with SIGNER_DATA_KEYS"
+    assert len(receiver.requests) == 1
