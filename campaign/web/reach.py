@@ -48,7 +48,7 @@ from campaign.models import Petition, SignatureStatus, UpdateStatus
 from campaign.services import exports, organizing, updates
 from campaign.services.charts import columns, horizontal_bars
 from campaign.services.countries import country_choices, country_name
-from campaign.services.dashboard import build_dashboard
+from campaign.services.dashboard import cached_dashboard
 from campaign.services.exports import ExportError, ExportRequest
 from campaign.services.organizing import NotFound
 from campaign.services.updates import MERGE_FIELDS, UpdateError, UpdateInput
@@ -89,7 +89,7 @@ def _petitions_of(campaign_id: int) -> list[Petition]:
 
 def _dashboard_page(campaign: Any, petition: Petition | None, petition_ids: list[int]) -> str:
     granularity = request.args.get("by", "day")
-    board = build_dashboard(db.session, petition_ids, granularity)
+    board = cached_dashboard(db.session, petition_ids, granularity)
     scope = petition.title if petition else campaign.name
     country_rows = [(country_name(code) or code, n) for code, n in board.by_country]
     return render_template(
