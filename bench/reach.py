@@ -107,6 +107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--suppressed", type=int, default=100, help="of them suppressed (default 100)")
     parser.add_argument("--repeat", type=int, default=5, help="dashboard page loads to time (default 5)")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2)")
+    parser.add_argument(
+        "--parts",
+        default="export,dashboard,mail",
+        help="what to measure, comma-separated (default export,dashboard,mail)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
     parser.add_argument("--export-child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -303,6 +308,7 @@ def measure_dashboard(env: dict[str, str], info: dict[str, Any], repeat: int) ->
     # __Host- and Secure); the pages and queries are the same.
     app = _app(env | {"CAMPAIGN_ENV": "testing"})
     app.config["RATELIMIT_ENABLED"] = False
+    app.config["DASHBOARD_CACHE_SECONDS"] = 0  # every load counts again (cold figures)
     client = app.test_client()
     page = client.get("/account/login").get_data(as_text=True)
     match = re.search(r'name="(?:[a-z]+-)?csrf_token" (?:type="hidden" )?value="([^"]+)"', page)
@@ -327,6 +333,16 @@ def measure_dashboard(env: dict[str, str], info: dict[str, Any], repeat: int) ->
             assert response.status_code == 200
         out[label] = {"median_ms": round(statistics.median(times) * 1000), "max_ms": round(max(times) * 1000)}
         log(f"dashboard {label:14s} median {out[label]['median_ms']} ms (max {out[label]['max_ms']} ms)")
+    app.config["DASHBOARD_CACHE_SECONDS"] = 30
+    path = f"/organize/petitions/{info['export_petition']}/dashboard"
+    client.get(path)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        client.get(path)
+        times.append(time.perf_counter() - started)
+    out["petition_day_cached"] = {"median_ms": round(statistics.median(times) * 1000, 1)}
+    log(f"dashboard petition_day, cached: median {out['petition_day_cached']['median_ms']} ms")
     with app.app_context():
         times = []
         for _ in range(repeat):
@@ -548,14 +564,18 @@ def main(argv: list[str] | None = None) -> int:
             info = setup(env, args.rows)
             log(f"filled in {info['fill_seconds']} s; signatures table {info['table_size']}")
             results["fill"] = info
-            results["export"] = measure_export(env, info)
-            results["dashboard"] = measure_dashboard(env, info, args.repeat)
-            results["mail"] = measure_mail(env, info, args, work, sink)
+            parts = set(args.parts.split(","))
+            if "export" in parts:
+                results["export"] = measure_export(env, info)
+            if "dashboard" in parts:
+                results["dashboard"] = measure_dashboard(env, info, args.repeat)
+            if "mail" in parts:
+                results["mail"] = measure_mail(env, info, args, work, sink)
     finally:
         sink.stop()
     path = write_results("reach", results)
     log(f"wrote {path.relative_to(ROOT)}")
-    return 0 if results["mail"]["update"]["exactly_once"] else 1
+    return 0 if "mail" not in results or results["mail"]["update"]["exactly_once"] else 1
 
 
 if __name__ == "__main__":

@@ -216,6 +216,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REACH_INTERVAL", 5.0, float,
             "seconds between runs of the reach job (Celery beat): starts updates that are due, restarts "
             "stalled ones, deletes expired export files"),
+    Setting("DASHBOARD_CACHE_SECONDS", 30.0, float,
+            "seconds a web process keeps a dashboard's figures before counting again (0: off)"),
     Setting("REACH_BATCH_SIZE", 200, int, "supporter update emails one task sends over one SMTP connection"),
     Setting("REACH_PARALLEL", 2, int, "batch tasks working on one supporter update at the same time"),
     Setting("REACH_LEASE_SECONDS", 120, int,

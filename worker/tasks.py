@@ -141,18 +141,27 @@ def sweep_webhooks() -> int:
 def reach_run() -> str:
     """Start supporter updates that are due, restart stalled ones, delete expired export files.
     Safe to run twice at once: starting an update is a conditional UPDATE."""
-    from campaign.services.exports import delete_expired_exports
+    from campaign.services.exports import delete_expired_exports, waiting_exports
     from campaign.services.updates import stalled_updates, start_due_updates
 
     try:
         started = start_due_updates(db.session)
         stalled = stalled_updates(db.session)
         expired = delete_expired_exports(db.session)
+        waiting = waiting_exports(db.session)
     finally:
         db.session.remove()
     publish_batches(started, int(current_app.config["REACH_PARALLEL"]))
     publish_batches([i for i in stalled if i not in started], 1)
-    return f"started={len(started)} stalled={len(stalled)} expired_exports={expired}"
+    for export_id in waiting:
+        try:
+            current_app.extensions["celery"].send_task("exports.run", args=[export_id], queue="bulk",
+                                                       retry=False)
+        except Exception as error:  # next run tries again
+            log.warning("could not publish export %s: %s", export_id, type(error).__name__)
+            break
+    return (f"started={len(started)} stalled={len(stalled)} expired_exports={expired} "
+            f"waiting_exports={len(waiting)}")
 
 
 def publish_batches(update_ids: list[int], copies: int) -> None:

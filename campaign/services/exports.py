@@ -433,6 +433,21 @@ def file_for_download(session: DbSession, actor: User, export_id: int, token: st
     return path, filename_for(campaign, request)
 
 
+def waiting_exports(session: DbSession, older_than: float = 60.0) -> list[int]:
+    """Exports still queued a while after they were asked for: their task was never published
+    (broker down) or was lost. Publishing again is safe (run_export takes a row once)."""
+    since = utcnow() - timedelta(seconds=older_than)
+    ids = list(
+        session.scalars(
+            select(SignatureExport.id)
+            .where(SignatureExport.status == ExportStatus.QUEUED, SignatureExport.created_at < since)
+            .limit(100)
+        )
+    )
+    session.rollback()
+    return ids
+
+
 def delete_expired_exports(session: DbSession) -> int:
     """Delete the files whose links expired (the rows stay, for the record). Commits."""
     jobs = session.scalars(

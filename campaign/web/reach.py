@@ -48,7 +48,7 @@ from campaign.models import Petition, SignatureStatus, UpdateStatus
 from campaign.services import exports, organizing, updates
 from campaign.services.charts import columns, horizontal_bars
 from campaign.services.countries import country_choices, country_name
-from campaign.services.dashboard import build_dashboard
+from campaign.services.dashboard import cached_dashboard
 from campaign.services.exports import ExportError, ExportRequest
 from campaign.services.organizing import NotFound
 from campaign.services.updates import MERGE_FIELDS, UpdateError, UpdateInput
@@ -67,6 +67,17 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
+def _publish(task: str, queue: str, *args: int) -> bool:
+    """Publish a task by name; a broker that is down never fails the request (the reach job on
+    beat starts due updates and re-publishes waiting exports)."""
+    try:
+        current_app.extensions["celery"].send_task(task, args=list(args), queue=queue, retry=False)
+    except Exception as error:  # any broker failure: logged, left to the reach job
+        current_app.logger.warning("could not publish %s: %s", task, type(error).__name__)
+        return False
+    return True
+
+
 def _petitions_of(campaign_id: int) -> list[Petition]:
     return list(
         db.session.scalars(select(Petition).where(Petition.campaign_id == campaign_id).order_by(Petition.id))
@@ -78,7 +89,7 @@ def _petitions_of(campaign_id: int) -> list[Petition]:
 
 def _dashboard_page(campaign: Any, petition: Petition | None, petition_ids: list[int]) -> str:
     granularity = request.args.get("by", "day")
-    board = build_dashboard(db.session, petition_ids, granularity)
+    board = cached_dashboard(db.session, petition_ids, granularity)
     scope = petition.title if petition else campaign.name
     country_rows = [(country_name(code) or code, n) for code, n in board.by_country]
     return render_template(
@@ -169,7 +180,7 @@ def export(campaign_id: int) -> ResponseReturnValue:
             if form.as_file.data:
                 job = exports.queue_export(db.session, user, campaign.id, export_request)
                 db.session.commit()
-                current_app.extensions["celery"].send_task("exports.run", args=[job.id], queue="bulk")
+                _publish("exports.run", "bulk", job.id)
                 flash("The export is being prepared. This page shows its link when it is ready.")
                 return redirect(url_for("reach.export_status", export_id=job.id), 303)
             exports.start_export(db.session, user, campaign.id, export_request)
@@ -396,10 +407,10 @@ def update_test(update_id: int) -> ResponseReturnValue:
         except UpdateError as error:
             flash(str(error))
         else:
-            current_app.extensions["celery"].send_task(
-                "reach.test_send", args=[row.id, user.id], queue="bulk"
-            )
-            flash(f"A test is on its way to {user.email}.")
+            if _publish("reach.test_send", "bulk", row.id, user.id):
+                flash(f"A test is on its way to {user.email}.")
+            else:
+                flash("The test could not be sent just now. Try again in a minute.")
     return redirect(url_for("reach.update_page", update_id=row.id), 303)
 
 
@@ -427,7 +438,7 @@ def update_send(update_id: int) -> ResponseReturnValue:
                 db.session.commit()
                 if outcome == "scheduled" and send_after is None:
                     # Start at once rather than at the next beat; the reach job would do the same.
-                    current_app.extensions["celery"].send_task("reach.run", queue="maintenance")
+                    _publish("reach.run", "maintenance")
                     flash("Sending has started.")
                 elif outcome == "scheduled":
                     flash("Scheduled.")
@@ -456,7 +467,7 @@ def _change(update_id: int, action: str) -> ResponseReturnValue:
         }[action](db.session, user, row.id)
         db.session.commit()
         if changed and action == "resume":
-            current_app.extensions["celery"].send_task("reach.run", queue="maintenance")
+            _publish("reach.run", "maintenance")
         flash(
             {"pause": "Paused.", "resume": "Resumed.", "cancel": "Cancelled."}[action]
             if changed

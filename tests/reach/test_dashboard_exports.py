@@ -126,3 +126,24 @@ def test_a_background_export_leaves_a_signed_link_that_expires(world):
     with world.app.app_context():
         actions = db.session.scalars(select(AuditEvent.action).where(AuditEvent.object_id == export_id)).all()
         assert sorted(actions) == ["signatures.export", "signatures.export_download"]
+
+
+def test_source_codes_from_links_are_escaped_in_tables_and_charts(world):
+    add_signers(world.app, world.petition_id, 2, source='<script>alert(1)</script>"')
+    html = signed_in(world.app).get(f"/organize/petitions/{world.petition_id}/dashboard").get_data(as_text=True)
+    assert "<script>alert(1)" not in html
+    assert html.count("&lt;script&gt;alert(1)") >= 2  # the table and the chart's label
+
+
+def test_an_export_whose_task_was_lost_is_picked_up_again(world):
+    from campaign.services.exports import ExportRequest, waiting_exports
+
+    with world.app.app_context():
+        job = SignatureExport(campaign_id=world.campaign_id, request=ExportRequest().to_json(),
+                              created_at=utcnow() - timedelta(minutes=5))
+        fresh = SignatureExport(campaign_id=world.campaign_id, request=ExportRequest().to_json())
+        db.session.add_all([job, fresh])
+        db.session.commit()
+        assert waiting_exports(db.session) == [job.id]
+        assert run_export(db.session, job.id) == "done"
+        assert waiting_exports(db.session) == []
