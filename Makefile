@@ -60,5 +60,12 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/page.py --rows 1000000 --seconds 15
 	@if [ -f bench/restore_drill.py ]; then $(BIN)/python bench/restore_drill.py; fi
 
+## The fault suite (RELIABILITY.md A1-A12, B15, B16; about 30 minutes): workers killed, Redis stopped,
+## PostgreSQL restarted (A3; FAULTS_ARGS="--skip a03" leaves it out), an SMTP sink that refuses.
+## Figures go to bench/results/faults-*.json and docs/reliability.md; bench/faults/<name>.py --help.
+.PHONY: bench-faults
+bench-faults: install
+	$(BIN)/python bench/faults/run_all.py $(FAULTS_ARGS)
+
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache test-artifacts

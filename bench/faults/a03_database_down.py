@@ -189,15 +189,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sampler = StuckSampler(database)
         stack.callback(sampler.stop)
 
+        def in_flight() -> int:
+            # Messages whose DATA the sink has but not yet answered: SMTP is about to say yes.
+            with sink.lock:
+                return len(sink.data_seen) - sum(sink.accepted.values())
+
         def cut(label: str) -> dict[str, Any]:
-            in_flight = len(sink.data_seen) - sink.total()
+            # Cut while a send is in flight, so its outcome is the write that meets the fault.
+            wait_for(lambda: in_flight() > 0, 10, 0.01)
+            flying = in_flight()
             if args.mode == "restart":
                 seconds = restart_postgresql()
                 log(f"{label}: PostgreSQL restarted, back after {seconds:.1f} s")
-                return {"phase": label, "restart_s": round(seconds, 2), "smtp_in_flight": in_flight}
+                return {"phase": label, "restart_s": round(seconds, 2), "smtp_in_flight": flying}
             killed = terminate_backends(database)
             log(f"{label}: {killed} connections terminated")
-            return {"phase": label, "connections_terminated": killed, "smtp_in_flight": in_flight}
+            return {"phase": label, "connections_terminated": killed, "smtp_in_flight": flying}
 
         cuts = []
         # 1. During a send.
