@@ -60,8 +60,8 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/page.py --rows 1000000 --seconds 15
 	@if [ -f bench/restore_drill.py ]; then $(BIN)/python bench/restore_drill.py; fi
 
-## The fault suite (RELIABILITY.md A1-A12, B15, B16; about 30 minutes): workers killed, Redis stopped,
-## PostgreSQL restarted (A3; FAULTS_ARGS="--skip a03" leaves it out), an SMTP sink that refuses.
+## The fault suite (RELIABILITY.md A1-A12, B13-B19; about 45 minutes): workers killed, a private Redis
+## stopped, PostgreSQL cut off through a proxy, an SMTP sink that refuses. Shared services are never stopped.
 ## Figures go to bench/results/faults-*.json and docs/reliability.md; bench/faults/<name>.py --help.
 .PHONY: bench-faults
 bench-faults: install

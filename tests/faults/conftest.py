@@ -23,10 +23,11 @@ def services() -> None:
         pytest.skip(missing)
 
 
-def assert_targets(module: Any, options: str) -> dict[str, Any]:
-    """Run a fault benchmark with these command-line options; fail with every missed target."""
+def assert_targets(module: Any, options: str, **shared: Any) -> dict[str, Any]:
+    """Run a fault benchmark with these command-line options (and a shared web stack, for those
+    that take one); fail with every missed target."""
     args = module.parse_args([*options.split(), "--quiet"])
-    figures = module.run(args)
+    figures = module.run(args, **shared)
     failed = harness.failed(module.check(figures, args))
     assert not failed, "targets missed:\n  " + "\n  ".join(failed) + f"\nfigures: {figures}"
     return figures
