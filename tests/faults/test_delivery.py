@@ -31,14 +31,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("services")]
 def test_a01_worker_killed_mid_batch_loses_and_duplicates_nothing() -> None:
     # A whole worker SIGKILLed, a pool child SIGKILLed; then the crash-after-SMTP gap, measured.
     # Broken variant: the sweep no longer takes over rows whose lease ran out -> emails missing.
-    options = "--emails 100 --kills 1 --child-kills 1 --lease 4 --sweep-interval 1 --grace 2"
-    assert_targets(a01_worker_killed, options + " --gap-emails 4 --timeout 60")
+    options = "--emails 60 --kills 1 --child-kills 1 --lease 4 --sweep-interval 1 --grace 2"
+    assert_targets(a01_worker_killed, options + " --gap-emails 3 --timeout 60")
 
 
 def test_a02_redis_down_while_signing_loses_nothing_and_never_stalls() -> None:
     # Broken variant: the publisher's first connect retried after kombu's 2 s sleep (what
     # max_retries=0 in campaign/queue.py removed) -> each publish stalls 2 s while Redis is down.
-    options = "--rate 15 --seconds 10 --down-at 2 --down-for 5 --web-workers 2 --sweep-interval 1 --grace 2"
+    options = "--rate 15 --seconds 8 --down-at 2 --down-for 4 --web-workers 2 --sweep-interval 1 --grace 2"
     assert_targets(a02_redis_down, options + " --drain-timeout 60")
 
 
@@ -89,7 +89,7 @@ def test_a10_workers_stopped_mid_batch_lose_no_task() -> None:
     # at SIGTERM are cancelled; those SMTP had accepted go out again after their lease.
     # A soft timeout of 8 s for 0.4 s sends: with 3 s, a send slowed past it by a loaded machine
     # was cancelled and its row left to the sweep (counted as a lost task) once in a full run.
-    options = "--emails 40 --deploys 1 --smtp-delay 0.4 --soft-timeout 8 --lease 3 --stall 5"
+    options = "--emails 30 --deploys 1 --smtp-delay 0.4 --soft-timeout 8 --lease 3 --stall 4"
     assert_targets(a10_graceful_deploy, options + " --timeout 90")
 
 
@@ -102,5 +102,5 @@ def test_a12_sqlite_mode_relay_killed_down_and_transaction_coupling() -> None:
     # Broken variants: no outbox sweep in the embedded relay -> what the filesystem broker dropped
     # with a killed relay is never sent; sign_petition committing on its own (as for A9).
     # The signing-rate ramp (a measurement, not a pass/fail) is left to the bench.
-    options = "--parts kill,down,coupling --rate 5 --seconds 6 --kills 1 --child-kills 1 --down-for 3"
+    options = "--parts kill,down,coupling --rate 5 --seconds 4 --kills 1 --child-kills 1 --down-for 2"
     assert_targets(a12_sqlite_mode, options + " --lease 3 --rounds 2 --drain-timeout 45")
