@@ -72,5 +72,12 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/reach.py --rows 1000000 --mail 5000 --suppressed 100
 	@if [ -f bench/restore_drill.py ]; then $(BIN)/python bench/restore_drill.py; fi
 
+## The fault suite (RELIABILITY.md A1-A12, B13-B19; about 45 minutes): workers killed, a private Redis
+## stopped, PostgreSQL cut off through a proxy, an SMTP sink that refuses. Shared services are never stopped.
+## Figures go to bench/results/faults-*.json and docs/reliability.md; bench/faults/<name>.py --help.
+.PHONY: bench-faults
+bench-faults: install
+	$(BIN)/python bench/faults/run_all.py $(FAULTS_ARGS)
+
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -9,8 +9,12 @@ Two Celery workers and beat on a fresh PostgreSQL database, a private Redis, the
 Every 2 s the outbox is sampled for rows still in `sending` more than a minute after their lease
 ran out; at the end the sink's messages are counted per recipient.
 
---mode terminate cuts the workers' connections with pg_terminate_backend instead of restarting
-the server (what `make test` does: the shared PostgreSQL is never restarted there).
+--mode proxy (the default) runs the workers and beat through a loopback TCP proxy to PostgreSQL
+and cuts it: every connection dropped, new ones refused for --down-for seconds, as a restart
+looks from the app, while the shared server keeps running (what `make test` does).
+--mode terminate cuts the workers' connections with pg_terminate_backend (no down time).
+--mode restart really restarts the local PostgreSQL cluster: every other user of it (other test
+runs on this machine) loses its connections. It runs only by hand, with --allow-restart.
 Target: 0 rows stuck in sending after lease + 1 min, 0 duplicates, 0 missing.
 """
 
@@ -26,6 +30,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -35,6 +40,7 @@ from bench.faults.harness import (
     RedisServer,
     Sink,
     Target,
+    TcpProxy,
     address,
     app_config,
     delivery_figures,
@@ -50,6 +56,7 @@ from bench.faults.harness import (
     start_workers,
     stop_all,
     terminate_backends,
+    through,
     wait_for,
     workdir,
 )
@@ -73,9 +80,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--mode",
-        choices=("restart", "terminate"),
-        default="restart",
-        help="restart PostgreSQL, or terminate the app's connections (default: restart)",
+        choices=("proxy", "terminate", "restart"),
+        default="proxy",
+        help="cut a proxy, terminate the app's connections, or restart PostgreSQL (default: proxy)",
+    )
+    parser.add_argument(
+        "--down-for", type=float, default=5.0, help="proxy mode: seconds refused (default: 5)"
+    )
+    parser.add_argument(
+        "--allow-restart",
+        action="store_true",
+        help="needed with --mode restart: it restarts the PostgreSQL that everything on this machine uses",
     )
     parser.add_argument(
         "--smtp-delay",
@@ -160,10 +175,30 @@ class StuckSampler:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.mode == "restart":
+        if not args.allow_restart or not sys.stdin.isatty():
+            raise SystemExit(
+                "--mode restart restarts the shared PostgreSQL: run it by hand with --allow-restart"
+            )
+        print(
+            "\n"
+            + "!" * 78
+            + "\n!! A3 --mode restart: the local PostgreSQL cluster WILL BE RESTARTED twice.\n"
+            "!! Every other program and test run using it loses its connections. Ctrl-C now to stop.\n"
+            + "!"
+            * 78,
+            flush=True,
+        )
+        time.sleep(10)
     figures: dict[str, Any] = {"mode": args.mode}
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(workdir(args.keep))
         database = stack.enter_context(fresh_database("a03", args.keep))
+        proxy: TcpProxy | None = None
+        if args.mode == "proxy":
+            parts = urlsplit(database)
+            proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+            stack.callback(proxy.close)
         redis = RedisServer(work)
         stack.callback(redis.close)
         sink = Sink()
@@ -180,6 +215,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         app = make_app(config, schema=True)
         stack.callback(dispose, app)
+        if proxy is not None:  # the workers and beat reach the database through the proxy only
+            config["DATABASE_URL"] = through(database, proxy.port)
         env = env_for(config)
         beat = Beat(env, work, wait=False)
         stack.callback(beat.stop)
@@ -189,15 +226,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sampler = StuckSampler(database)
         stack.callback(sampler.stop)
 
+        def in_flight() -> int:
+            # Messages whose DATA the sink has but not yet answered: SMTP is about to say yes.
+            with sink.lock:
+                return len(sink.data_seen) - sum(sink.accepted.values())
+
         def cut(label: str) -> dict[str, Any]:
-            in_flight = len(sink.data_seen) - sink.total()
+            # Cut while a send is in flight, so its outcome is the write that meets the fault.
+            wait_for(lambda: in_flight() > 0, 10, 0.01)
+            flying = in_flight()
+            if proxy is not None:
+                dropped = proxy.cut()
+                time.sleep(args.down_for)
+                proxy.restore()
+                log(f"{label}: proxy cut, {dropped} connections dropped, refused for {args.down_for:.0f} s")
+                return {
+                    "phase": label,
+                    "connections_dropped": dropped,
+                    "down_s": args.down_for,
+                    "smtp_in_flight": flying,
+                }
             if args.mode == "restart":
                 seconds = restart_postgresql()
                 log(f"{label}: PostgreSQL restarted, back after {seconds:.1f} s")
-                return {"phase": label, "restart_s": round(seconds, 2), "smtp_in_flight": in_flight}
+                return {"phase": label, "restart_s": round(seconds, 2), "smtp_in_flight": flying}
             killed = terminate_backends(database)
             log(f"{label}: {killed} connections terminated")
-            return {"phase": label, "connections_terminated": killed, "smtp_in_flight": in_flight}
+            return {"phase": label, "connections_terminated": killed, "smtp_in_flight": flying}
 
         cuts = []
         # 1. During a send.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -24,13 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.faults.harness import (
     Target,
+    WebStack,
     form_token,
     log,
     main_wrapper,
-    outbox_summary,
     post_signature,
+    run_async,
+    settled,
+    shared_or_own_stack,
     wait_for,
-    web_stack,
 )
 
 PLAIN = ("victim@example.org", "VICTIM@example.org", " victim@Example.org ", "Victim@EXAMPLE.ORG")
@@ -51,19 +52,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, web: WebStack | None = None) -> dict[str, Any]:
     from campaign.services.emails import canonical_email
 
     forms = GMAIL if args.aliases else PLAIN
-    with contextlib.ExitStack() as stack:
-        web = web_stack(stack, "b16", args.keep, OUTBOX_SWEEP_INTERVAL=2, OUTBOX_SWEEP_GRACE=5)
-        fill = float(web.app.config["SIGNING_MIN_FILL_SECONDS"]) + 0.5
+    with shared_or_own_stack(web, "b16", args.keep) as stack:
+        fill = float(stack.app.config["SIGNING_MIN_FILL_SECONDS"]) + 0.5
+        victim = canonical_email(forms[0].strip().lower())
+        sink_before = stack.sink.snapshot()
 
         async def bomb() -> list[int]:
-            token = await form_token(web.port)
+            token = await form_token(stack.port)
             await asyncio.sleep(fill)
             calls = [
-                post_signature(web.port, token, forms[n % len(forms)], 2000 + n)
+                post_signature(stack.port, token, forms[n % len(forms)], 2000 + n)
                 for n in range(args.submissions)
             ]
             if args.concurrent:
@@ -73,27 +75,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return [a.status for a in answers]
 
         started = time.monotonic()
-        statuses = asyncio.run(bomb())
+        statuses = run_async(bomb)
         log(f"{len(statuses)} submissions in {time.monotonic() - started:.1f} s: {set(statuses)}")
         wait_for(
-            lambda: (
-                web.sink.total() >= 1
-                and outbox_summary(web.app)["by_status"].keys() <= {"sent", "cancelled", "failed"}
-            ),
-            60,
-            0.5,
+            lambda: any(canonical_email(a) == victim for a in stack.sink.snapshot() - sink_before), 60, 0.5
         )
-        time.sleep(1)  # a row is marked sent after the sink accepted it: nothing is left on its way
-        victim = canonical_email(forms[0].strip().lower())
-        received = {a: n for a, n in web.sink.snapshot().items() if canonical_email(a) == victim}
+        settled(stack)  # a row is marked sent after the sink accepted it: nothing is left on its way
+        got = stack.sink.snapshot() - sink_before
+        received = {a: n for a, n in got.items() if canonical_email(a) == victim}
         figures: dict[str, Any] = {
             "submissions": args.submissions,
             "written_as": list(forms),
             "http_statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
             "emails_to_victim": sum(received.values()),
             "emails_by_address": received,
-            "outbox": outbox_summary(web.app),
-            "cap": int(web.app.config["EMAILS_PER_ADDRESS_PER_PETITION"]),
+            "cap": int(stack.app.config["EMAILS_PER_ADDRESS_PER_PETITION"]),
         }
     return figures
 

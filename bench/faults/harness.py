@@ -26,11 +26,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +42,7 @@ PG_ADMIN_URL = os.environ.get(
 SLUG = "g20-chechnya"
 ALL_QUEUES = "confirmations,letters,bulk,maintenance"
 _DONE = re.compile(r"Task (outbox\.send|outbox\.sweep)\[[^\]]+\] succeeded in [^:]+: '?(\w+)'?")
+T = TypeVar("T")
 _TOKEN = re.compile(rb'name="form_token" type="hidden" value="([^"]+)"')
 
 
@@ -171,6 +172,27 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2
         time.sleep(interval)
 
 
+def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to the end on a fresh event loop in a thread of its own.
+
+    asyncio.run refuses to start inside a thread whose loop is running, as the one Playwright's
+    sync API leaves behind in a pytest worker that ran browser tests: a thread never has one."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(make())
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="fault-bench-asyncio")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
+
+
 # --- services available? ---------------------------------------------------------------------
 
 
@@ -219,10 +241,23 @@ class Process:
         self.env = env
         self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        try:
+            self.process = subprocess.Popen(
+                args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        except BaseException:
+            self._log.close()
+            raise
         self.started = time.monotonic()
+
+    def ready_or_stop(self, wait: Callable[[], Any]) -> None:
+        """Wait for readiness; a process that never got ready is stopped (and its log closed)
+        here, since nobody else holds it yet."""
+        try:
+            wait()
+        except BaseException:
+            self.stop(5)
+            raise
 
     @property
     def pid(self) -> int:
@@ -264,10 +299,11 @@ class Process:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM to the whole group, then SIGKILL; closes the log."""
+    def stop(self, timeout: float = 20.0, term: bool = True) -> None:
+        """SIGTERM to the whole group (unless term=False: sent already), then SIGKILL; closes the log."""
         if self.alive():
-            self.signal_group(signal.SIGTERM)
+            if term:
+                self.signal_group(signal.SIGTERM)
             if self.wait(timeout) is None:
                 self.signal_group(signal.SIGKILL)
                 self.wait(5)
@@ -310,7 +346,7 @@ class CeleryWorker(Process):
             args += ["-B", "--schedule", str(workdir / f"{name}-beat-schedule")]
         super().__init__(name, args, env, workdir)
         if wait:
-            self.wait_ready()
+            self.ready_or_stop(self.wait_ready)
 
     def wait_ready(self, timeout: float = 90.0) -> CeleryWorker:
         self.wait_for_log(" ready.", timeout)
@@ -321,15 +357,28 @@ class CeleryWorker(Process):
 
 
 def stop_all(processes: Sequence[Process]) -> None:
+    """SIGTERM to every group at once, then each one waited for (and SIGKILLed if it lingers):
+    shutting down side by side instead of one after the other."""
+    signalled = []
     for process in processes:
-        process.stop()
+        signalled.append(process.alive())
+        if signalled[-1]:
+            process.signal_group(signal.SIGTERM)
+    for process, term in zip(processes, signalled, strict=True):
+        process.stop(term=not term)
 
 
 def start_workers(
     env: dict[str, str], workdir: Path, names: Sequence[str], concurrency: int = 2, queues: str = ALL_QUEUES
 ) -> list[CeleryWorker]:
     """Several workers started side by side (start-up is slow on a busy machine), all ready."""
-    workers = [CeleryWorker(name, env, workdir, concurrency, queues, wait=False) for name in names]
+    workers: list[CeleryWorker] = []
+    try:
+        for name in names:
+            workers.append(CeleryWorker(name, env, workdir, concurrency, queues, wait=False))
+    except BaseException:
+        stop_all(workers)
+        raise
     try:
         for worker in workers:
             worker.wait_ready()
@@ -360,7 +409,7 @@ class Beat(Process):
             workdir,
         )
         if wait:
-            self.wait_ready()
+            self.ready_or_stop(self.wait_ready)
 
     def wait_ready(self, timeout: float = 90.0) -> Beat:
         self.wait_for_log("beat: Starting", timeout)
@@ -374,7 +423,7 @@ class Gunicorn(Process):
             "gunicorn", [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "app:app"], env, workdir
         )
         self.port = port
-        wait_http(port, "/healthz", self)
+        self.ready_or_stop(lambda: wait_http(port, "/healthz", self))
 
 
 class FlaskRun(Process):
@@ -399,7 +448,7 @@ class FlaskRun(Process):
             workdir,
         )
         self.port = port
-        wait_http(port, "/healthz", self)
+        self.ready_or_stop(lambda: wait_http(port, "/healthz", self))
 
 
 def wait_http(port: int, path: str, process: Process | None = None, timeout: float = 60.0) -> None:
@@ -407,13 +456,17 @@ def wait_http(port: int, path: str, process: Process | None = None, timeout: flo
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
             conn.request("GET", path)
-            status = conn.getresponse().status
+            with conn.getresponse() as answer:
+                answer.read()
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        finally:
             conn.close()
-            if status == 200:
-                return
         if process is not None and not process.alive():
             raise RuntimeError(f"{process.name} exited early:\n{process.tail()}")
         time.sleep(0.2)
@@ -435,31 +488,31 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self, timeout: float = 15.0) -> None:
-        log_file = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                "--maxmemory-policy",
-                self.policy,
-                "--protected-mode",
-                "yes",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log_file.close()
+        with open(self.workdir / f"redis-{self.port}.log", "ab") as log_file:
+            self.process = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.workdir),
+                    "--maxmemory-policy",
+                    self.policy,
+                    "--protected-mode",
+                    "yes",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         if not wait_for(self.ping, timeout, 0.05):
+            self.stop()
             raise RuntimeError(f"redis-server on port {self.port} did not start")
 
     def ping(self) -> bool:
@@ -526,11 +579,13 @@ class Sink:
             start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
+        self._reader: threading.Thread | None = None
         assert self.process.stdout is not None
         first = self.process.stdout.readline()
         if not first.startswith("ready"):
+            self.stop()  # its pipes are closed here: nobody else holds this sink yet
             raise RuntimeError(f"SMTP sink did not start: {first!r}")
-        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader = threading.Thread(target=self._read, name="fault-sink-reader", daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
@@ -594,7 +649,8 @@ class Sink:
         if self.process.stdin:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()
-        self._reader.join(10)  # it stops at the end of the sink's output
+        if self._reader is not None:
+            self._reader.join(10)  # it stops at the end of the sink's output
         if self.process.stdout:
             self.process.stdout.close()
 
@@ -610,6 +666,136 @@ def delivery_figures(sink: Sink, expected: Sequence[str]) -> dict[str, int]:
         "duplicates": sum(got[a] - 1 for a in wanted if got[a] > 1),
         "unexpected": sum(n for a, n in got.items() if a not in wanted),
     }
+
+
+# --- a loopback TCP proxy that can be cut -------------------------------------------------------
+
+
+class TcpProxy:
+    """127.0.0.1:<port> forwarded to an upstream server; cut() drops every connection through it
+    and refuses new ones until restore(): an outage of PostgreSQL or Redis as the app sees it,
+    while the shared server itself, which other tests use, keeps running."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = free_port()
+        self.lock = threading.Lock()
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.threads: list[threading.Thread] = []
+        self.listener: socket.socket | None = None
+        self.closed = False
+        self.connections = 0
+        self._open_listener()
+
+    def _open_listener(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(64)
+        except OSError:
+            listener.close()
+            raise
+        listener.settimeout(0.2)
+        self.listener = listener
+        thread = threading.Thread(target=self._accept, args=(listener,), name="fault-proxy", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            with self.lock:
+                if self.listener is not listener:
+                    break
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                if self.listener is not listener:  # cut meanwhile
+                    client.close()
+                    upstream.close()
+                    break
+                self.pairs.append((client, upstream))
+                self.connections += 1
+            pump = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
+            with self.lock:
+                self.threads = [t for t in self.threads if t.is_alive()]
+                self.threads.append(pump)
+            pump.start()
+        listener.close()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        import selectors
+
+        with selectors.DefaultSelector() as selector:
+            selector.register(client, selectors.EVENT_READ, upstream)
+            selector.register(upstream, selectors.EVENT_READ, client)
+            try:
+                while True:
+                    for key, _ in selector.select(0.5):
+                        data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                        if not data:
+                            raise ConnectionError
+                        key.data.sendall(data)
+                    with self.lock:
+                        if (client, upstream) not in self.pairs:
+                            break
+            except (OSError, ValueError):
+                pass
+        self._drop(client, upstream)
+
+    def _drop(self, client: socket.socket, upstream: socket.socket) -> None:
+        with self.lock:
+            if (client, upstream) in self.pairs:
+                self.pairs.remove((client, upstream))
+        for sock in (client, upstream):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def cut(self) -> int:
+        """Drop every open connection and refuse new ones. Returns how many were dropped."""
+        with self.lock:
+            listener, self.listener = self.listener, None
+            pairs, self.pairs = list(self.pairs), []
+        if listener is not None:
+            listener.close()
+        for client, upstream in pairs:
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        return len(pairs)
+
+    def restore(self) -> None:
+        with self.lock:
+            if self.listener is not None or self.closed:
+                return
+        self._open_listener()
+
+    def close(self) -> None:
+        self.closed = True
+        self.cut()
+        with self.lock:
+            threads = list(self.threads)
+        for thread in threads:
+            thread.join(5)
+
+
+def through(url: str, port: int) -> str:
+    """The same URL (user, database) with its host and port replaced by the proxy's."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    user = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=(user + "@" if user else "") + f"127.0.0.1:{port}"))
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
@@ -1018,12 +1204,13 @@ def web_stack(
     stack.callback(dispose, app)
     env = env_for(config)
     beat = Beat(env, work, wait=False)
-    stack.callback(beat.stop)
+    processes: list[Process] = [beat]
+    stack.callback(stop_all, processes)
     workers = start_workers(env, work, ["worker"], 2)
-    stack.callback(stop_all, workers)
+    processes += workers
     web = Gunicorn(env, work, port, web_workers)
-    stack.callback(web.stop)
-    beat.wait_ready()
+    processes.append(web)
+    beat.ready_or_stop(beat.wait_ready)
     return WebStack(work, config, env, app, port, sink, web, workers)
 
 
@@ -1110,7 +1297,7 @@ def signing_load(
         with contextlib.suppress(asyncio.CancelledError):
             await tick
 
-    asyncio.run(main())
+    run_async(main)
     return result
 
 
@@ -1145,3 +1332,60 @@ def main_wrapper(
     QUIET = bool(getattr(args, "quiet", False))
     figures = run(args)
     return report(name, args, figures, check(figures, args), argv)
+
+
+# Settings of the web stack the B benchmarks share in the fast suite (each script alone starts
+# its own with the same): a quick sweep, and trending checks every few seconds.
+B_STACK_SETTINGS: dict[str, Any] = {
+    "OUTBOX_SWEEP_INTERVAL": 2,
+    "OUTBOX_SWEEP_GRACE": 5,
+    "TRENDING_INTERVAL": 2,
+}
+
+
+@contextlib.contextmanager
+def shared_or_own_stack(
+    web: WebStack | None, name: str, keep: bool = False, **settings: Any
+) -> Iterator[WebStack]:
+    """The given web stack (left running), or a new one for this run (stopped afterwards)."""
+    if web is not None:
+        yield web
+        return
+    with contextlib.ExitStack() as stack:
+        yield web_stack(stack, name, keep, **{**B_STACK_SETTINGS, **settings})
+
+
+def settled(web: WebStack, timeout: float = 60.0) -> None:
+    """Wait until no outbox row is queued or being sent (then a moment for the sink's report)."""
+    wait_for(
+        lambda: outbox_summary(web.app)["by_status"].keys() <= {"sent", "cancelled", "failed"},
+        timeout,
+        0.5,
+    )
+    time.sleep(1)
+
+
+def signature_rows(app: Any, emails: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Stored signatures for these addresses (by blind index): address -> status, time, held."""
+    from sqlalchemy import select
+
+    from campaign.extensions import db
+    from campaign.models import Signature
+    from campaign.services.emails import canonical_email
+    from campaign.services.privacy import cipher
+
+    with app.app_context():
+        try:
+            crypt = cipher()
+            by_index = {crypt.blind_index(canonical_email(e.strip().lower())): e for e in emails}
+            rows = db.session.execute(
+                select(
+                    Signature.email_index, Signature.status, Signature.created_at, Signature.held_at
+                ).where(Signature.email_index.in_(list(by_index)))
+            )
+            return {
+                by_index[index]: {"status": str(status), "created_at": created, "held": held is not None}
+                for index, status, created, held in rows
+            }
+        finally:
+            db.session.remove()

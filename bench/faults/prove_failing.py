@@ -5,7 +5,7 @@ For each test: copy the working tree to a temporary folder, break the code in on
 it to fail on an assertion. Prints one line per test and exits non-zero if a test passed against
 its broken copy (it would not catch that regression) or a sabotage no longer applies.
 
-    .venv/bin/python bench/faults/prove_failing.py            # all, about 10 minutes
+    .venv/bin/python bench/faults/prove_failing.py            # all, about 20 minutes
     .venv/bin/python bench/faults/prove_failing.py a03 b16    # the tests whose id contains these
 """
 
@@ -41,6 +41,8 @@ SIGN_END = """    if row is None:  # a concurrent repeat already queued this ema
 """
 DELIVERY = "tests/faults/test_delivery.py::"
 ABUSE = "tests/faults/test_abuse.py::"
+A06 = DELIVERY + "test_a06_sends_due_later_go_once_by_next_attempt_at_and_despite_broker_redelivery"
+A12 = DELIVERY + "test_a12_sqlite_mode_relay_killed_down_and_transaction_coupling"
 
 SABOTAGES = (
     Sabotage(
@@ -60,9 +62,9 @@ SABOTAGES = (
         (("campaign/queue.py", '"max_retries": 0}', "}"),),
     ),
     Sabotage(
-        DELIVERY + "test_a03_database_connections_cut_during_sends_and_relay",
+        DELIVERY + "test_a03_database_cut_off_during_sends_and_relay",
         "the outcome of a send written once, not retried while the lease lasts",
-        ((OUTBOX, "if lease is None or utcnow() + timedelta(seconds=pause) >= lease:", "if True:"),),
+        ((OUTBOX, "            if left <= 0:\n", "            if True:\n"),),
     ),
     Sabotage(
         DELIVERY + "test_a04_smtp_421_is_retried_with_jittered_backoff_until_delivered",
@@ -87,12 +89,12 @@ SABOTAGES = (
         ),
     ),
     Sabotage(
-        DELIVERY + "test_a06_send_due_later_is_driven_by_next_attempt_at",
+        A06,
         "the sweep ignores next_attempt_at",
         ((OUTBOX, "OutboundEmail.next_attempt_at <= now),", "OutboundEmail.next_attempt_at.is_not(None)),"),),
     ),
     Sabotage(
-        DELIVERY + "test_a06_broker_countdown_beyond_the_visibility_timeout_sends_once",
+        A06,
         "the claim without its status condition",
         ((OUTBOX, CLAIM, "        .where(OutboundEmail.id == email_id)"),),
     ),
@@ -148,7 +150,7 @@ SABOTAGES = (
         ),
     ),
     Sabotage(
-        DELIVERY + "test_a12_sqlite_mode_relay_killed_and_down",
+        A12,
         "no outbox sweep in the relay (scheduled once an hour)",
         (
             (
@@ -159,13 +161,35 @@ SABOTAGES = (
         ),
     ),
     Sabotage(
-        DELIVERY + "test_a12_sqlite_mode_transaction_coupling_and_signing_rate",
+        A12,
         "sign_petition commits on its own",
         (
             (
                 "campaign/services/signing.py",
                 SIGN_END,
                 SIGN_END.replace("    return outcome\n", "    session.commit()\n    return outcome\n"),
+            ),
+        ),
+    ),
+    Sabotage(
+        ABUSE + "test_b13_signing_load_on_one_petition_loses_nothing",
+        "the canonical address drops its local part: signers of one domain collide as one",
+        (
+            (
+                "campaign/services/emails.py",
+                '    local = unicodedata.normalize("NFKC", local).casefold()\n',
+                '    local = ""\n',
+            ),
+        ),
+    ),
+    Sabotage(
+        ABUSE + "test_b14_burst_limits_hold_silently_and_held_answers_are_identical",
+        "each burst rule allows one more signature than configured",
+        (
+            (
+                "campaign/services/abuse.py",
+                "rules.append((int(count), int(seconds)))",
+                "rules.append((int(count) + 1, int(seconds)))",
             ),
         ),
     ),
@@ -188,6 +212,39 @@ SABOTAGES = (
                 "campaign/services/signing.py",
                 'if (sent_for_petition >= int(config["EMAILS_PER_ADDRESS_PER_PETITION"])',
                 "if (sent_for_petition >= 1000",
+            ),
+        ),
+    ),
+    Sabotage(
+        ABUSE + "test_b17_one_address_signing_fast_raises_one_alert_without_addresses",
+        "the trending check alerts only at twice the threshold",
+        (
+            (
+                "campaign/services/abuse.py",
+                ".group_by(column).having(func.count() >= threshold))",
+                ".group_by(column).having(func.count() >= 2 * threshold))",
+            ),
+        ),
+    ),
+    Sabotage(
+        ABUSE + "test_b18_bulk_invalidation_preview_equals_changed_and_count_stays_exact",
+        "invalidation leaves the petition's counter as it was",
+        (
+            (
+                "campaign/services/abuse.py",
+                "    if confirmed:\n        add_to_count(session, petition.id, -confirmed)\n",
+                "",
+            ),
+        ),
+    ),
+    Sabotage(
+        ABUSE + "test_b19_one_official_gets_at_most_the_cap_and_no_unconsented_name",
+        "the hourly letter cap never reached",
+        (
+            (
+                "campaign/services/letters.py",
+                "        where=LetterQuota.used < cap,\n",
+                "        where=LetterQuota.used < 1_000_000,\n",
             ),
         ),
     ),
