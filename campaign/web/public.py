@@ -500,7 +500,7 @@ def confirm(token: str) -> Response:
     if petition is None:
         abort(404)
     # In the language it was signed in; the thank-you page's share links carry its referral code.
-    lang = set_page_language(signature.locale)
+    lang = set_page_language(supported(request.args.get("lang")) or signature.locale)
     html = render_template(
         "public/confirm.html", petition=petition, token=token,
         state=public_state(signature), just_confirmed=request.args.get("done") == "1",

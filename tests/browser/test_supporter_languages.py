@@ -163,3 +163,31 @@ def test_axe_on_supporter_pages_in_russian_and_manage_my_data(live: LiveApp, ope
     serious += _axe(page, "send me a link")
     assert not serious, "\n".join(serious)
     opened.watch.assert_clean()
+
+
+def test_live_count_and_inline_validation_with_javascript(live: LiveApp, open_page: Any) -> None:
+    from campaign.extensions import db
+    from campaign.models import Petition
+    from campaign.services.counting import add_to_count
+
+    opened = open_page(viewport=DESKTOP, locale="ru-RU")
+    page = opened.page
+    page.goto(f"{live.url}/ru/petitions/{live.slug}")
+    # Inline: leaving the email field with a wrong address shows the error next to it at once.
+    page.get_by_label("Электронная почта", exact=True).fill("not-an-email")
+    page.get_by_label("Страна", exact=True).focus()
+    error = page.locator("#email-error")
+    assert error.inner_text().startswith("Ошибка:")
+    assert page.get_by_label("Электронная почта", exact=True).get_attribute("aria-invalid") == "true"
+    page.get_by_label("Электронная почта", exact=True).fill("fine@example.org")
+    page.get_by_label("Страна", exact=True).focus()
+    assert page.locator("#email-error").count() == 0
+    # Live: the count follows the JSON API (polled every 15 s) without a reload.
+    with live.app.app_context():
+        add_to_count(db.session, db.session.scalar(db.select(Petition.id)), 1234)
+        db.session.commit()
+    page.wait_for_timeout(16_500)
+    assert page.locator(".progress-count strong").first.inner_text().replace("\u00a0", " ") == "1 234"
+    assert page.get_by_role("progressbar").get_attribute("aria-valuenow") == "1234"
+    assert any("/api/v1/petitions/g20-chechnya" in url for _page, url in opened.watch.requests)
+    opened.watch.assert_clean()

@@ -182,6 +182,9 @@ def test_a_signature_counts_on_the_petition_whichever_language(app, client, demo
     assert 'lang="ru"' in ru_mail.get_body(("html",)).get_content()
     thanks = client.get(confirm_path(ru_mail)).get_data(as_text=True)
     assert '<html lang="ru"' in thanks and "Ваша подпись уже подтверждена" in thanks
+    # The visitor's choice wins over the language the signature was made in.
+    chosen = client.get(confirm_path(ru_mail) + "?lang=de").get_data(as_text=True)
+    assert '<html lang="de"' in chosen and "Ihre Unterschrift ist bereits bestätigt" in chosen
 
 
 NAUGHTY = {
