@@ -258,18 +258,22 @@ def test_the_routing_table_for_every_country_and_each_fallback(build: Build) -> 
 
     app, _ = build()
     countries = sorted(c.alpha_2 for c in pycountry.countries)
-    with app.app_context():
-        try:
-            petition = petition_by_slug(db.session, DEMO_PETITION_SLUG)
-            assert petition is not None
-            for fallback in RoutingFallback:
+
+    def check(fallback: str) -> None:
+        with app.app_context():
+            try:
+                petition = petition_by_slug(db.session, DEMO_PETITION_SLUG)
+                assert petition is not None
                 set_routing_fallback(db.session, petition, fallback)
                 for country in countries:
                     got = {t.name for t in route(db.session, petition.id, country)}
                     assert got == expected_route(country, fallback), (fallback, country)
-            db.session.rollback()
-        finally:
-            db.session.remove()
+                db.session.rollback()
+            finally:
+                db.session.remove()
+
+    for fallback in RoutingFallback:
+        retrying(lambda fallback=fallback: check(fallback))
     assert expected_route("NL", RoutingFallback.NOBODY) == {"António Costa"}
     assert expected_route("CH", RoutingFallback.NOBODY) == set()
 
