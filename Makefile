@@ -59,6 +59,9 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/surge.py --rate 330 --seconds 60 --sample 300
 	$(BIN)/python bench/page.py --rows 1000000 --seconds 15
 	@if [ -f bench/restore_drill.py ]; then $(BIN)/python bench/restore_drill.py; fi
+	$(BIN)/python bench/letters.py --signatures 10000 --concurrency 4
+	$(BIN)/python bench/letters_kill.py --letters 2000 --kills 3 --child-kills 1
+	$(BIN)/python bench/mailings_pg_restart.py --every 25
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache test-artifacts
