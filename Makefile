@@ -71,6 +71,9 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/page.py --rows 1000000 --seconds 15
 	$(BIN)/python bench/reach.py --rows 1000000 --mail 5000 --suppressed 100
 	@if [ -f bench/restore_drill.py ]; then $(BIN)/python bench/restore_drill.py; fi
+	$(BIN)/python bench/letters.py --signatures 10000 --concurrency 4
+	$(BIN)/python bench/letters_kill.py --letters 2000 --kills 3 --child-kills 1
+	$(BIN)/python bench/mailings_pg_restart.py --every 25
 
 ## The fault suite (RELIABILITY.md A1-A12, B13-B19; about 45 minutes): workers killed, a private Redis
 ## stopped, PostgreSQL cut off through a proxy, an SMTP sink that refuses. Shared services are never stopped.

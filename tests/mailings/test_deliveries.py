@@ -434,3 +434,27 @@ def test_formula_names_and_comments_are_neutralized_in_the_delivery_csv(session,
     assert row[0] == "'" + name
     # The comment keeps its text, line breaks inside its quoted cell, and cannot run as a formula.
     assert row[2].replace("\r\n", "\n") == "'=1+1\nBcc: victim@example.com\n<b>bold</b>"
+
+
+def test_a_temporary_failure_is_retrying_in_the_ledger_then_sent_once(session, mapp, mailbox) -> None:
+    petition = petition_with(session, MailingPolicy.DELIVERIES, targets=TARGETS[:1])
+    petition_id = petition.id
+    add_signer(session, petition, "Ada", "ada@example.com", "DE")
+    [delivery] = deliver_now(session, None, petition, None, nonce="retry-1")
+    delivery_id = delivery.id
+    mailbox.refusals["merz@gov.example.org"] = "421 4.7.0 try again later"
+    assert send_all(session, mapp) == {"retry": 1}
+    petition = session.get(type(petition), petition_id)
+    [line] = ledger(session, petition)
+    [entry] = line.deliveries
+    assert entry.status == "retrying" and "421" in entry.error and entry.attempts == 1
+    mailbox.refusals.clear()
+    # Due again after its backoff (OUTBOX_BACKOFF_BASE is 1 s in tests): no wait needed here.
+    session.execute(update(OutboundEmail).where(OutboundEmail.id == delivery.email_id)
+                    .values(next_attempt_at=utcnow()))
+    assert send_all(session, mapp) == {"sent": 1}
+    assert len(deliveries_to(mailbox, "merz@gov.example.org")) == 1
+    assert send_all(session, mapp) == {}
+    petition = session.get(type(petition), petition_id)
+    [line] = ledger(session, petition)
+    assert [(e.delivery.id, e.status, e.attempts) for e in line.deliveries] == [(delivery_id, "sent", 2)]
