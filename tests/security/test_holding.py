@@ -253,3 +253,20 @@ def test_fill_time_counts_from_the_pages_own_opening_not_its_token_window(make_s
     sign(4)                                                       # no script: the window decides
     assert _statuses(app) == [("held", "too_fast"), ("pending", None), ("pending", None),
                               ("pending", None), ("pending", None)]
+
+
+def test_the_widget_sends_the_opening_time_too(make_sec_app):
+    from campaign.web.forms import make_form_token
+
+    app = make_sec_app(SIGNING_MIN_FILL_SECONDS=5, FORM_TOKEN_BUCKET=60)
+    client = client_from(app, "203.0.113.60")
+    widget = client.get(f"/embed/{SLUG}").get_data(as_text=True)
+    assert f'data-form-started="/petitions/{SLUG}/form-started"' in widget
+    with app.test_request_context():
+        old_window = make_form_token(demo_petition_id(app), int(time.time()) - 40)
+    started = client.get(f"/petitions/{SLUG}/form-started").get_data(as_text=True)
+    response = client.post(f"/embed/{SLUG}/sign", data={
+        "name": "Quick Widget", "email": "widget@example.org", "country": "DE",
+        "form_token": old_window, "form_started": started})
+    assert response.status_code == 303
+    assert _statuses(app) == [("held", "too_fast")]
