@@ -270,3 +270,26 @@ def test_the_widget_sends_the_opening_time_too(make_sec_app):
         "form_token": old_window, "form_started": started})
     assert response.status_code == 303
     assert _statuses(app) == [("held", "too_fast")]
+
+
+def test_the_disposable_list_is_a_data_file_updated_by_a_command(make_sec_app, tmp_path):
+    """The blocklist is maintained by merging a newer list into the data file; a running
+    process picks the change up without a restart."""
+    import shutil
+
+    listed = tmp_path / "disposable.txt"
+    shutil.copy(abuse.DATA_DIR / "disposable_domains.txt", listed)
+    app = make_sec_app(DISPOSABLE_DOMAINS_FILE=str(listed))
+    sign_as(client_from(app, "203.0.113.70"), "a@fresh-throwaway.example")
+    newer = tmp_path / "newer.txt"
+    newer.write_text("# a newer list\nFresh-Throwaway.example\nmailinator.com\nnot a domain\n", "utf-8")
+    result = app.test_cli_runner().invoke(args=["update-disposable-domains", str(newer)])
+    assert result.exit_code == 0 and "(1 new)" in result.output, result.output
+    assert "fresh-throwaway.example" in listed.read_text("utf-8").splitlines()
+    assert listed.read_text("utf-8").startswith("# Throwaway")  # the header comment is kept
+    sign_as(client_from(app, "203.0.113.71"), "b@sub.fresh-throwaway.example")
+    assert _statuses(app) == [("pending", None), ("held", "disposable")]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n", "utf-8")
+    refused = app.test_cli_runner().invoke(args=["update-disposable-domains", str(empty)])
+    assert refused.exit_code != 0 and "lists no domains" in refused.output
