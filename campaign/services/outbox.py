@@ -28,7 +28,6 @@ from campaign.mail.sender import PermanentFailure, TemporaryFailure, send_messag
 from campaign.models import OutboundEmail, OutboxStatus, Petition
 from campaign.models.base import utcnow
 from campaign.services.killswitch import switches
-from campaign.services.privacy import redact_addresses
 from campaign.services.suppression import is_supporter_mail, outbox_row_suppressed
 from campaign.services.types import DbSession
 
@@ -221,7 +220,7 @@ def _ours(row: OutboundEmail) -> Any:
 
 def _finish(session: DbSession, row: OutboundEmail, status: OutboxStatus, error: str) -> str:
     now = utcnow()
-    _record(session, row, status=status, lease_until=None, last_error=redact_addresses(error)[:2000],
+    _record(session, row, status=status, lease_until=None, last_error=error[:2000],
             sent_at=now if status == OutboxStatus.SENT else None)
     return {OutboxStatus.SENT: "sent", OutboxStatus.CANCELLED: "cancelled"}.get(status, "failed")
 
@@ -233,8 +232,8 @@ def _retry_later(session: DbSession, row: OutboundEmail, error: str) -> str:
     delay = backoff_seconds(row.attempts, int(config["OUTBOX_BACKOFF_BASE"]),
                             int(config["OUTBOX_BACKOFF_MAX"]))
     email_id, attempts = row.id, row.attempts  # read before the commit expires them
-    _record(session, row, status=OutboxStatus.QUEUED, lease_until=None,
-            last_error=redact_addresses(error)[:2000], next_attempt_at=utcnow() + timedelta(seconds=delay))
+    _record(session, row, status=OutboxStatus.QUEUED, lease_until=None, last_error=error[:2000],
+            next_attempt_at=utcnow() + timedelta(seconds=delay))
     # Ids and numbers only (an SMTP answer may quote the address); the fault suite reads the delays.
     log.info("email %s: attempt %s deferred, next in %.1f s", email_id, attempts, delay)
     return "retry"
