@@ -1,5 +1,7 @@
 """Flask extensions, created unbound here and bound to an app in create_app()."""
 
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_mail import Mail
 from flask_migrate import Migrate
@@ -13,5 +15,6 @@ migrate = Migrate(compare_type=True, render_as_batch=True)
 csrf = CSRFProtect()
 mail = Mail()
 login_manager = LoginManager()
-# Rate limits: each app builds its own Limiter (campaign/web/ratelimit.py): a shared one would keep
-# the first app's RATELIMIT_ENABLED and storage for every later app of the process.
+# Not bound to any app: each app builds its own Limiter (campaign/web/ratelimit.py, current_limiter),
+# since one shared Limiter keeps the first app's RATELIMIT_ENABLED and storage. Do not decorate with it.
+limiter = Limiter(key_func=get_remote_address)

@@ -44,16 +44,7 @@ from campaign.services.signing import (
     sign_petition,
     signature_for_token,
 )
-from campaign.web.forms import (
-    STARTED_FIELD,
-    SignForm,
-    check_form_token,
-    form_token_window,
-    make_form_token,
-    make_started_token,
-    started_at,
-)
-from campaign.web.ratelimit import signing_over_limit
+from campaign.web.forms import SignForm, check_form_token, form_token_window, make_form_token
 from campaign.web.security import same_origin_post
 
 bp = Blueprint("public", __name__)
@@ -148,6 +139,9 @@ def _signals(token: str) -> SigningSignals:
     """What the hold decision needs from this request. The fill time counts from the later of
     the form token's window start and the page's own opening time (form_started, see
     form_started below), so a cached page's shared token no longer hides a fast bot."""
+    from campaign.web.forms import STARTED_FIELD, started_at
+    from campaign.web.ratelimit import signing_over_limit
+
     slug = str((request.view_args or {}).get("slug", ""))
     issued = [moment for moment in (_form_issued_at(token),
                                     started_at(request.form.get(STARTED_FIELD, ""), slug))
@@ -171,6 +165,8 @@ def form_started(slug: str) -> Response:
     """A signed "this page was opened now" for the sign form, fetched by static/js/site.js when
     the page loads: the cached page's own token only says in which FORM_TOKEN_BUCKET window it
     was rendered. Never cached; no database query, no cookie."""
+    from campaign.web.forms import make_started_token
+
     response = make_response(make_started_token(slug[:200]))
     response.mimetype = "text/plain"
     response.headers["Cache-Control"] = "no-store"
