@@ -7,6 +7,10 @@ the signature for review; otherwise the two requests are alike (same form token,
 fresh addresses). Prints whether status, headers and body are identical (apart from the date
 and request id) and the median POST time of each and their difference. Target: identical, and
 a median difference within noise (< 5 ms). JSON to bench/results/.
+
+With --compare enumeration (R33): an address that has already signed against a new one. First
+`trials` addresses sign once (each from an address of its own); then the trials alternate a new
+address with one of those, each used once, so the repeat stays under the per-address email cap.
 """
 
 from __future__ import annotations
@@ -52,7 +56,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=1000, help="trials of each kind (default: 1000)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers (default: 2)")
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
+    parser.add_argument("--compare", choices=["held", "enumeration"], default="held",
+                        help="held vs normal (R14, default) or already signed vs new (R33)")
     return parser.parse_args(argv)
+
+
+def _form(token: str, email: str, honeypot: str = "") -> bytes:
+    return urlencode({"name": "Same Length Name", "email": email, "country": "DE", "form_token": token,
+                      "source": "", "website": honeypot}).encode()
+
+
+async def _post(port: int, source: str, body: bytes) -> Any:
+    return await http_request(port, "POST", f"/petitions/{SLUG}/sign", source, body,
+                              {"Content-Type": "application/x-www-form-urlencoded",
+                               "Origin": f"http://127.0.0.1:{port}"})
+
+
+async def enumeration_trials(port: int, count: int) -> dict[str, Any]:
+    """Already signed vs new addresses (R33), interleaved, each address used once."""
+    page = await http_request(port, "GET", f"/petitions/{SLUG}", source_address(1))
+    match = TOKEN.search(page.body)
+    if page.status != 200 or not match:
+        raise RuntimeError(f"the petition page answered {page.status} without a form token")
+    token = match.group(1).decode()
+    await asyncio.sleep(4.0)
+    for n in range(count):  # the addresses that have signed before
+        answer = await _post(port, source_address(200_000 + n), _form(token, f"s{n:07d}@e{n:07d}.example"))
+        if answer.status != 303:
+            raise RuntimeError(f"signing before the trials answered {answer.status}")
+    times: dict[str, list[float]] = {"new": [], "signed": []}
+    shapes: dict[str, set[tuple[Any, ...]]] = {"new": set(), "signed": set()}
+    for n in range(count * 2):
+        kind = "signed" if n % 2 else "new"
+        email = f"s{n // 2:07d}@e{n // 2:07d}.example" if kind == "signed" else f"n{n:07d}@f{n:07d}.example"
+        started = time.perf_counter()
+        answer = await _post(port, source_address(1000 + n), _form(token, email))
+        times[kind].append(time.perf_counter() - started)
+        headers = tuple(sorted((k, v) for k, v in answer.headers.items() if k not in VOLATILE))
+        shapes[kind].add((answer.status, len(answer.body), answer.body, headers))
+    return {"times": times, "shapes": shapes}
 
 
 async def trials(port: int, count: int) -> dict[str, Any]:
@@ -94,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     conditions = {"trials_each": args.trials, "web_workers": args.web_workers, "proxy_fix_hops": 0,
                   "held_by": "the hidden field filled (HoldReason.HONEYPOT)", "order": "interleaved",
                   "client": "one request at a time, a new connection and source address each",
-                  "versions": versions()}
+                  "compare": args.compare, "versions": versions()}
+    if args.compare == "enumeration":
+        conditions["held_by"] = "none: an address that signed before vs a new one"
     log(f"conditions: {conditions}")
     with workdir(args.keep) as work, fresh_database("heldtiming", keep=args.keep) as url:
         sink = Sink()
@@ -106,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             flask_command(env, "seed-demo")
             flush_redis()
             processes.append(start_gunicorn("app:app", env, port, args.web_workers, work))
-            result = asyncio.run(trials(port, args.trials))
+            run = enumeration_trials if args.compare == "enumeration" else trials
+            result = asyncio.run(run(port, args.trials))
             stored = statuses(url)
         finally:
             for process in reversed(processes):
@@ -114,18 +159,21 @@ def main(argv: list[str] | None = None) -> int:
             sink.stop()
 
     times, shapes = result["times"], result["shapes"]
-    identical = shapes["normal"] == shapes["held"] and len(shapes["normal"]) == 1
+    base, other = ("new", "signed") if args.compare == "enumeration" else ("normal", "held")
+    identical = shapes[base] == shapes[other] and len(shapes[base]) == 1
     medians = {kind: statistics.median(values) * 1000 for kind, values in times.items()}
-    difference = medians["held"] - medians["normal"]
-    shape = next(iter(shapes["normal"]))
+    difference = medians[other] - medians[base]
+    shape = next(iter(shapes[base]))
     print()
-    print(f"stored: {stored} (expected {args.trials} pending and {args.trials} held)")
+    expected = (f"{args.trials * 2} pending" if args.compare == "enumeration"
+                else f"{args.trials} pending and {args.trials} held")
+    print(f"stored: {stored} (expected {expected})")
     print(f"responses identical (status, headers, body): {identical}; status {shape[0]}, "
-          f"body {shape[1]} bytes; distinct shapes normal {len(shapes['normal'])}, "
-          f"held {len(shapes['held'])}")
-    print(f"median POST: normal {medians['normal']:.2f} ms, held {medians['held']:.2f} ms, "
+          f"body {shape[1]} bytes; distinct shapes {base} {len(shapes[base])}, "
+          f"{other} {len(shapes[other])}")
+    print(f"median POST: {base} {medians[base]:.2f} ms, {other} {medians[other]:.2f} ms, "
           f"difference {difference:+.2f} ms over {args.trials} trials each")
-    path = write_results("held-timing", {
+    path = write_results("held-timing" if args.compare == "held" else "enumeration-timing", {
         "conditions": conditions, "stored": stored, "identical": identical,
         "status": shape[0], "body_bytes": shape[1],
         "median_ms": {k: round(v, 3) for k, v in medians.items()},
@@ -133,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         "latency": {kind: latency_summary(values) for kind, values in times.items()},
     })
     print(f"results: {path}")
-    ok = identical and abs(difference) < 5.0 and stored.get("held") == args.trials
+    if args.compare == "enumeration":
+        ok = identical and abs(difference) < 5.0 and stored.get("pending") == args.trials * 2
+    else:
+        ok = identical and abs(difference) < 5.0 and stored.get("held") == args.trials
     return 0 if ok else 1
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import re
 from typing import cast
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -52,15 +51,6 @@ class SignerCipher:
         digest = hmac.new(self._ip_key, str(ip).encode(), hashlib.sha256).hexdigest()
         net_digest = hmac.new(self._ip_key, str(network).encode(), hashlib.sha256).hexdigest()
         return digest, net_digest
-
-
-_ADDRESS = re.compile(r"[^\s<>\"'(),;:@\[\]]+@[^\s<>\"'(),;:@\[\]]+")
-
-
-def redact_addresses(text: str) -> str:
-    """Text with every email address replaced by <address>: an SMTP server's answer often quotes
-    the recipient, and the outbox keeps that answer in the clear (last_error)."""
-    return _ADDRESS.sub("<address>", text)
 
 
 def cipher() -> SignerCipher:

@@ -191,6 +191,7 @@ def _signals(token: str) -> SigningSignals:
     """What the hold decision needs from this request. The fill time counts from the later of
     the form token's window start and the page's own opening time (form_started, see
     form_started below), so a cached page's shared token no longer hides a fast bot."""
+
     slug = str((request.view_args or {}).get("slug", ""))
     issued = [moment for moment in (_form_issued_at(token),
                                     started_at(request.form.get(STARTED_FIELD, ""), slug))
@@ -214,6 +215,7 @@ def form_started(slug: str) -> Response:
     """A signed "this page was opened now" for the sign form, fetched by static/js/site.js when
     the page loads: the cached page's own token only says in which FORM_TOKEN_BUCKET window it
     was rendered. Never cached; no database query, no cookie."""
+
     response = make_response(make_started_token(slug[:200]))
     response.mimetype = "text/plain"
     response.headers["Cache-Control"] = "no-store"

@@ -247,9 +247,9 @@ def test_a_target_taken_off_the_petition_gets_no_queued_letter_or_delivery(sessi
 def test_no_task_is_scheduled_with_a_broker_countdown_or_eta() -> None:
     # Redis hands a message that waits past its visibility timeout to a second worker (Celery
     # #2481, #7009): scheduled mail is rows with a send-after time that beat finds, never an ETA.
-    from tests.support import ROOT
-
     import re
+
+    from tests.support import ROOT
 
     scheduled = re.compile(r"\b(countdown|eta)\s*=|\bapply_async\(")
     offenders = [f"{path.relative_to(ROOT)}: {found.group(0)}"

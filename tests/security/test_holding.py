@@ -255,3 +255,43 @@ def test_fill_time_counts_from_the_pages_own_opening_not_its_token_window(make_s
     sign(4)                                                       # no script: the window decides
     assert _statuses(app) == [("held", "too_fast"), ("pending", None), ("pending", None),
                               ("pending", None), ("pending", None)]
+
+
+def test_the_widget_sends_the_opening_time_too(make_sec_app):
+    from campaign.web.forms import make_form_token
+
+    app = make_sec_app(SIGNING_MIN_FILL_SECONDS=5, FORM_TOKEN_BUCKET=60)
+    client = client_from(app, "203.0.113.60")
+    widget = client.get(f"/embed/{SLUG}").get_data(as_text=True)
+    assert f'data-form-started="/petitions/{SLUG}/form-started"' in widget
+    with app.test_request_context():
+        old_window = make_form_token(demo_petition_id(app), int(time.time()) - 40)
+    started = client.get(f"/petitions/{SLUG}/form-started").get_data(as_text=True)
+    response = client.post(f"/embed/{SLUG}/sign", data={
+        "name": "Quick Widget", "email": "widget@example.org", "country": "DE",
+        "form_token": old_window, "form_started": started})
+    assert response.status_code == 303
+    assert _statuses(app) == [("held", "too_fast")]
+
+
+def test_the_disposable_list_is_a_data_file_updated_by_a_command(make_sec_app, tmp_path):
+    """The blocklist is maintained by merging a newer list into the data file; a running
+    process picks the change up without a restart."""
+    import shutil
+
+    listed = tmp_path / "disposable.txt"
+    shutil.copy(abuse.DATA_DIR / "disposable_domains.txt", listed)
+    app = make_sec_app(DISPOSABLE_DOMAINS_FILE=str(listed))
+    sign_as(client_from(app, "203.0.113.70"), "a@fresh-throwaway.example")
+    newer = tmp_path / "newer.txt"
+    newer.write_text("# a newer list\nFresh-Throwaway.example\nmailinator.com\nnot a domain\n", "utf-8")
+    result = app.test_cli_runner().invoke(args=["update-disposable-domains", str(newer)])
+    assert result.exit_code == 0 and "(1 new)" in result.output, result.output
+    assert "fresh-throwaway.example" in listed.read_text("utf-8").splitlines()
+    assert listed.read_text("utf-8").startswith("# Throwaway")  # the header comment is kept
+    sign_as(client_from(app, "203.0.113.71"), "b@sub.fresh-throwaway.example")
+    assert _statuses(app) == [("pending", None), ("held", "disposable")]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n", "utf-8")
+    refused = app.test_cli_runner().invoke(args=["update-disposable-domains", str(empty)])
+    assert refused.exit_code != 0 and "lists no domains" in refused.output
