@@ -362,3 +362,21 @@ def test_signing_secrets_follow_key_rotation_and_an_unreadable_one_fails_cleanly
     assert _send_due(lost) == ["failed"]
     assert _calls(lost)[-1].last_error == "the signing secret cannot be decrypted with SIGNER_DATA_KEYS"
     assert len(receiver.requests) == 1
+
+
+def test_old_finished_calls_leave_the_log(make_app, receiver):
+    app = make_app(**LOOPBACK | {"WEBHOOK_LOG_DAYS": 7})
+    _demo(app)
+    _register(app, receiver.url, ["signature.confirmed"])
+    for n in range(3):
+        _sign(app, f"Signer {n}", f"signer{n}@example.net")
+    assert _send_due(app, rounds=1)[:2] == ["sent", "sent"]
+    with app.app_context():
+        first, second, third = db.session.scalars(select(WebhookCall).order_by(WebhookCall.id)).all()
+        first.created_at = second.created_at = third.created_at = utcnow() - timedelta(days=8)
+        third.status = "queued"  # not finished: kept, whatever its age
+        second.created_at = utcnow() - timedelta(days=6)
+        db.session.commit()
+        assert webhooks.forget_old_calls(db.session) == 1
+        db.session.commit()
+        assert [c.id for c in db.session.scalars(select(WebhookCall).order_by(WebhookCall.id))] == [second.id, third.id]
