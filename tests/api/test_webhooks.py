@@ -380,3 +380,40 @@ def test_old_finished_calls_leave_the_log(make_app, receiver):
         assert webhooks.forget_old_calls(db.session) == 1
         db.session.commit()
         assert [c.id for c in db.session.scalars(select(WebhookCall).order_by(WebhookCall.id))] == [second.id, third.id]
+
+
+def test_https_calls_pin_the_checked_address_and_verify_the_hosts_certificate(make_app, tmp_path, monkeypatch):
+    """The request goes to the address that was checked, yet TLS still names and verifies the host:
+    SNI and the certificate are for hooks.example.org, and a certificate for another name fails."""
+    from tests.api.receiver import make_certificates, start_tls_receiver
+
+    ca, cert, key = make_certificates(tmp_path, "hooks.example.org")
+    monkeypatch.setattr(webhooks.certifi, "where", lambda: ca)
+    real = socket.getaddrinfo
+
+    def fake(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in {"hooks.example.org", "other.example.org"}:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    app = make_app(**LOOPBACK)
+    _demo(app)
+    for receiver, server_names in start_tls_receiver(cert, key):
+        port = receiver.url.split(":")[2].split("/")[0]
+        _hook_id, secret = _register(app, f"https://hooks.example.org:{port}/hook", ["signature.confirmed"])
+        _sign(app, "Zarema Example", "zarema@example.net")
+        assert _send_due(app) == ["sent"]
+        [got] = receiver.requests
+        assert server_names == ["hooks.example.org"]
+        assert got.headers["Host"] == f"hooks.example.org:{port}"
+        assert webhooks.verify_signature(secret, got.headers["Campaign-Signature"], got.body)
+        # The same server under a name its certificate does not carry: refused by TLS, nothing sent.
+        with app.app_context():
+            hook = db.session.scalars(select(Webhook)).one()
+            hook.url = f"https://other.example.org:{port}/hook"
+            db.session.commit()
+        _sign(app, "Kim Muster", "kim@example.net")
+        assert _send_due(app, rounds=1) == ["retry"]
+        assert "SSLError: hostname 'other.example.org' doesn't match" in _calls(app)[-1].last_error
+        assert len(receiver.requests) == 1
