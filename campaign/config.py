@@ -210,6 +210,7 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds between sweeps that send due webhook calls (Celery beat)"),
     Setting("WEBHOOK_ALLOW_LOOPBACK", False, bool,
             "let webhooks call loopback addresses (tests only; refused in production)"),
+    Setting("WEBHOOK_LOG_DAYS", 30, int, "days a finished webhook call stays in its webhook's delivery log"),
     Setting("WEBHOOK_MILESTONES", "100,1000,5000,10000,25000,50000,100000,250000,500000,1000000", str,
             "signature counts that fire petition.milestone, comma-separated (the goal always does)"),
     # Organizer reach (issue 7): docs/organizers.md.

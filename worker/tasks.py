@@ -123,10 +123,12 @@ def send_webhook(call_id: int) -> str:
 
 @shared_task(name="webhooks.sweep", ignore_result=True)
 def sweep_webhooks() -> int:
-    """Publish webhook calls that are due (retries) or whose worker died."""
-    from campaign.services.webhooks import due_calls, publish
+    """Publish webhook calls that are due (retries) or whose worker died; forget old log rows."""
+    from campaign.services.webhooks import due_calls, forget_old_calls, publish
 
     try:
+        forget_old_calls(db.session)
+        db.session.commit()
         due = due_calls(db.session, limit=int(current_app.config["OUTBOX_SWEEP_BATCH"]))
     finally:
         db.session.remove()

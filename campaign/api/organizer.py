@@ -10,7 +10,7 @@ from OSDI.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -90,8 +90,6 @@ def iso_day_before(moment: datetime | None) -> str | None:
     # closes_at is the end of the chosen day (the form's closing date): give back that day.
     if moment is None:
         return None
-    from datetime import timedelta
-
     return (moment - timedelta(seconds=1)).date().isoformat()
 
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from flask import current_app
-from sqlalchemy import and_, event, or_, select, update
+from sqlalchemy import and_, delete, event, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -332,6 +332,18 @@ def verify_signature(secret: str, header: str, body: bytes, tolerance: int = 300
         return False
     expected = sign_payload(secret, timestamp, body).split("v1=", 1)[1]
     return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def forget_old_calls(session: DbSession, batch: int = 1000) -> int:
+    """Delete finished calls older than WEBHOOK_LOG_DAYS, a batch at a time; the caller commits."""
+    cutoff = utcnow() - timedelta(days=int(current_app.config["WEBHOOK_LOG_DAYS"]))
+    finished = [WebhookCallStatus.SENT, WebhookCallStatus.FAILED, WebhookCallStatus.CANCELLED]
+    old = (select(WebhookCall.id).where(WebhookCall.status.in_(finished), WebhookCall.created_at < cutoff)
+           .limit(batch))
+    ids = list(session.scalars(old))
+    if ids:
+        session.execute(delete(WebhookCall).where(WebhookCall.id.in_(ids)))
+    return len(ids)
 
 
 def _claimable(now: datetime) -> Any:

@@ -51,7 +51,7 @@ class MultiCheckboxField(SelectMultipleField):
 
 
 class TokenForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired("Name the token."), Length(max=100)])
+    name = StringField("Token name", validators=[DataRequired("Name the token."), Length(max=100)])
     scopes = MultiCheckboxField("Scopes", choices={
         "read": "read: petitions, signatures with names and emails, deliveries, mailings",
         "write": "write: create, edit and delete draft petitions"}, default=["read"])

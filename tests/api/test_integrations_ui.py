@@ -104,6 +104,7 @@ def test_organizers_who_are_not_owners_cannot_manage_integrations(make_app):
     add_user(app, "helper@example.com", campaign_id=campaign_id, role="organizer")
     helper = app.test_client()
     login(helper, "helper@example.com")
+    assert "/integrations" not in helper.get(f"/organize/campaigns/{campaign_id}").get_data(as_text=True)
     assert helper.get(f"/organize/campaigns/{campaign_id}/integrations").status_code == 403
     token = csrf_of(helper.get("/organize/").get_data(as_text=True))
     response = helper.post(f"/organize/campaigns/{campaign_id}/api-tokens",

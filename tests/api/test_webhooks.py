@@ -147,8 +147,9 @@ def test_retries_with_a_next_attempt_time_then_success(make_app, receiver):
     assert _send_due(app) == ["retry"]
     [call] = _calls(app)
     # A row with a next-attempt time (30-60 s: the backoff's upper half), not a broker countdown.
+    # (The lower bound leaves this slow machine 10 s between the attempt and the check.)
     assert call.status == "queued" and call.response_status == 500 and call.last_error == "HTTP 500"
-    assert utcnow() + timedelta(seconds=29) < call.next_attempt_at < utcnow() + timedelta(seconds=61)
+    assert utcnow() + timedelta(seconds=20) < call.next_attempt_at < utcnow() + timedelta(seconds=61)
     assert _send_due(app) == []  # not due yet
     with app.app_context():
         db.session.execute(WebhookCall.__table__.update().values(next_attempt_at=utcnow()))
@@ -322,7 +323,7 @@ def test_a_celery_worker_sends_calls_and_its_sweep_retries(tmp_path, smtp_port, 
         start_worker(config, queues="bulk,maintenance", beat=True)
         receiver.statuses = [500]
         _sign(app, "Zarema Example", "zarema@example.net")  # after commit: webhooks.send is published
-        wait_for(lambda: any(c.status == "sent" for c in _calls(app)), timeout=30)
+        wait_for(lambda: any(c.status == "sent" for c in _calls(app)), timeout=60)
         [call] = _calls(app)
         assert call.attempts == 2 and len(receiver.requests) == 2
         assert webhooks.verify_signature(secret, receiver.requests[-1].headers["Campaign-Signature"],
@@ -362,3 +363,58 @@ def test_signing_secrets_follow_key_rotation_and_an_unreadable_one_fails_cleanly
     assert _send_due(lost) == ["failed"]
     assert _calls(lost)[-1].last_error == "the signing secret cannot be decrypted with SIGNER_DATA_KEYS"
     assert len(receiver.requests) == 1
+
+
+def test_old_finished_calls_leave_the_log(make_app, receiver):
+    app = make_app(**LOOPBACK | {"WEBHOOK_LOG_DAYS": 7})
+    _demo(app)
+    _register(app, receiver.url, ["signature.confirmed"])
+    for n in range(3):
+        _sign(app, f"Signer {n}", f"signer{n}@example.net")
+    assert _send_due(app, rounds=1)[:2] == ["sent", "sent"]
+    with app.app_context():
+        first, second, third = db.session.scalars(select(WebhookCall).order_by(WebhookCall.id)).all()
+        first.created_at = second.created_at = third.created_at = utcnow() - timedelta(days=8)
+        third.status = "queued"  # not finished: kept, whatever its age
+        second.created_at = utcnow() - timedelta(days=6)
+        db.session.commit()
+        assert webhooks.forget_old_calls(db.session) == 1
+        db.session.commit()
+        assert [c.id for c in db.session.scalars(select(WebhookCall).order_by(WebhookCall.id))] == [second.id, third.id]
+
+
+def test_https_calls_pin_the_checked_address_and_verify_the_hosts_certificate(make_app, tmp_path, monkeypatch):
+    """The request goes to the address that was checked, yet TLS still names and verifies the host:
+    SNI and the certificate are for hooks.example.org, and a certificate for another name fails."""
+    from tests.api.receiver import make_certificates, start_tls_receiver
+
+    ca, cert, key = make_certificates(tmp_path, "hooks.example.org")
+    monkeypatch.setattr(webhooks.certifi, "where", lambda: ca)
+    real = socket.getaddrinfo
+
+    def fake(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in {"hooks.example.org", "other.example.org"}:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    app = make_app(**LOOPBACK)
+    _demo(app)
+    for receiver, server_names in start_tls_receiver(cert, key):
+        port = receiver.url.split(":")[2].split("/")[0]
+        _hook_id, secret = _register(app, f"https://hooks.example.org:{port}/hook", ["signature.confirmed"])
+        _sign(app, "Zarema Example", "zarema@example.net")
+        assert _send_due(app) == ["sent"]
+        [got] = receiver.requests
+        assert server_names == ["hooks.example.org"]
+        assert got.headers["Host"] == f"hooks.example.org:{port}"
+        assert webhooks.verify_signature(secret, got.headers["Campaign-Signature"], got.body)
+        # The same server under a name its certificate does not carry: refused by TLS, nothing sent.
+        with app.app_context():
+            hook = db.session.scalars(select(Webhook)).one()
+            hook.url = f"https://other.example.org:{port}/hook"
+            db.session.commit()
+        _sign(app, "Kim Muster", "kim@example.net")
+        assert _send_due(app, rounds=1) == ["retry"]
+        assert "SSLError: hostname 'other.example.org' doesn't match" in _calls(app)[-1].last_error
+        assert len(receiver.requests) == 1
