@@ -424,6 +424,8 @@ def _set_status(
             status=to,
             updated_at=utcnow(),
             **({"finished_at": utcnow()} if to == UpdateStatus.CANCELLED else {}),
+            # Resumed: no batch is running, so the reach job re-publishes it at its next run.
+            **({"progress_at": None} if to == UpdateStatus.SENDING else {}),
         )
         .execution_options(synchronize_session=False)
     )
