@@ -286,3 +286,21 @@ def test_a_signer_name_cannot_add_header_lines_through_merge_fields(world, mailb
     (message,) = mailbox.messages
     assert message["Subject"] == "News for Eve"
     assert message["Bcc"] is None and message["X-Evil"] is None
+
+
+def test_erasure_can_forget_a_mailbox_but_keeps_its_suppression(world, mailbox):
+    from campaign.services.updates import forget_mailbox
+
+    addresses = add_signers(world.app, world.petition_id, 2)
+    client = signed_in(world.app)
+    update_id = _update_id(_compose(client, world))
+    assert post_form(client, f"/organize/updates/{update_id}/send", {"when": "now"}).status_code == 303
+    _send_all(world.app, update_id)
+    index = index_of(world.app, addresses[0])
+    with world.app.app_context():
+        suppress(db.session, index, "unsubscribe", world.campaign_id)
+        assert forget_mailbox(db.session, index) == 1
+        db.session.commit()
+        assert db.session.scalar(select(func.count()).select_from(UpdateRecipient).where(
+            UpdateRecipient.email_index == index)) == 0
+        assert db.session.scalar(select(func.count()).select_from(Suppression)) == 1
