@@ -147,4 +147,5 @@ def register_reach_commands(app: Flask) -> None:
         db.session.commit()
         click.echo(f"{counts['messages']} messages read: {counts['bounce']} hard bounces and "
                    f"{counts['complaint']} complaints suppressed, {counts['soft_bounce']} soft bounces "
-                   f"ignored, {counts['invalid']} unreadable addresses")
+                   f"counted ({counts['soft_bounce_suppressed']} reached SOFT_BOUNCE_LIMIT), "
+                   f"{counts['invalid']} unreadable addresses")

@@ -229,6 +229,10 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds an export file's download link stays valid; the file is deleted after that"),
     Setting("BOUNCE_WEBHOOK_SECRET", None, str,
             "shared secret of the bounce and complaint webhook (HMAC-SHA256); unset: it answers 404"),
+    Setting("SOFT_BOUNCE_LIMIT", 3, int,
+            "soft bounces reported for one mailbox (webhook or mailbox file) that suppress it like a hard "
+            "bounce (0: never)"),
+    Setting("SOFT_BOUNCE_WINDOW_DAYS", 30, int, "days over which soft bounces of one mailbox are counted"),
     Setting("BOUNCE_WEBHOOK_TOLERANCE", 300, int,
             "seconds a bounce webhook's signed timestamp may differ from the server's clock"),
     # The supporter's experience (issue 5): docs/supporters.md.

@@ -128,12 +128,26 @@ class SignatureExport(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class SoftBounce(Base):
+    """Soft bounces (a full mailbox, a server refusing for now) reported for one mailbox, kept as
+    its blind index: SOFT_BOUNCE_LIMIT of them within SOFT_BOUNCE_WINDOW_DAYS suppress it like a
+    hard bounce."""
+
+    __tablename__ = "soft_bounces"
+
+    email_index: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 __all__ = [
     "ACTIVE",
     "EDITABLE",
     "ExportStatus",
     "RecipientStatus",
     "SignatureExport",
+    "SoftBounce",
     "SupporterUpdate",
     "UpdateRecipient",
     "UpdateStatus",

@@ -14,15 +14,18 @@ import mailbox
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from email import message_from_bytes, policy
 from email.message import Message
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import update
 
-from campaign.models import RecipientStatus, SuppressionReason, UpdateRecipient
+from campaign.models import RecipientStatus, SoftBounce, SuppressionReason, UpdateRecipient
+from campaign.models.base import utcnow
 from campaign.services.emails import InvalidEmail
 from campaign.services.suppression import email_index_of, suppress
 from campaign.services.types import DbSession
@@ -94,11 +97,30 @@ def parse_events(body: bytes) -> list[Event]:
     return events
 
 
+def _soft_bounce(session: DbSession, index: str) -> bool:
+    """Count one soft bounce; True when it reaches SOFT_BOUNCE_LIMIT within the window."""
+    limit = int(current_app.config["SOFT_BOUNCE_LIMIT"])
+    if limit <= 0:
+        return False
+    now = utcnow()
+    window = timedelta(days=int(current_app.config["SOFT_BOUNCE_WINDOW_DAYS"]))
+    row = session.get(SoftBounce, index)
+    if row is None:
+        row = SoftBounce(email_index=index, count=0, first_at=now, last_at=now)
+        session.add(row)
+    if row.first_at < now - window:
+        row.count, row.first_at = 0, now
+    row.count += 1
+    row.last_at = now
+    session.flush()
+    return row.count >= limit
+
+
 def apply_events(session: DbSession, events: Iterable[Event]) -> dict[str, int]:
     """Suppress hard bounces and complaints everywhere (every campaign); soft bounces are counted
-    and left to the sender's own retries. Queued update emails to those mailboxes are dropped.
-    The caller commits. Returns counts by outcome."""
-    counts = {"bounce": 0, "complaint": 0, "soft_bounce": 0, "invalid": 0}
+    and suppress only at SOFT_BOUNCE_LIMIT within SOFT_BOUNCE_WINDOW_DAYS. Queued update emails
+    to suppressed mailboxes are dropped. The caller commits. Returns counts by outcome."""
+    counts = {"bounce": 0, "complaint": 0, "soft_bounce": 0, "soft_bounce_suppressed": 0, "invalid": 0}
     for event in events:
         try:
             index = email_index_of(event.email)
@@ -107,7 +129,9 @@ def apply_events(session: DbSession, events: Iterable[Event]) -> dict[str, int]:
             continue
         counts[event.kind] += 1
         if event.kind == "soft_bounce":
-            continue
+            if not _soft_bounce(session, index):
+                continue
+            counts["soft_bounce_suppressed"] += 1
         reason = SuppressionReason.COMPLAINT if event.kind == "complaint" else SuppressionReason.BOUNCE
         suppress(session, index, reason)
         session.execute(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from markupsafe import Markup, escape
 
-ACCENT = "#1f5f8b"
+ACCENT = "#a3123a"  # the site's one accent colour (static/css/site.css)
 AXIS = "#6b6b6b"
 INK = "#222"
 

@@ -424,6 +424,8 @@ def _set_status(
             status=to,
             updated_at=utcnow(),
             **({"finished_at": utcnow()} if to == UpdateStatus.CANCELLED else {}),
+            # Resumed: no batch is running, so the reach job re-publishes it at its next run.
+            **({"progress_at": None} if to == UpdateStatus.SENDING else {}),
         )
         .execution_options(synchronize_session=False)
     )
@@ -1028,3 +1030,18 @@ def updates_of(session: DbSession, campaign_id: int) -> list[SupporterUpdate]:
             .limit(200)
         )
     )
+
+
+def forget_mailbox(session: DbSession, email_index: str) -> int:
+    """For erasure: drop what reach keeps under a mailbox's blind index (its update recipient
+    rows and soft bounce count). The suppression row stays, the documented exception, so an
+    erased person is not mailed again. The caller commits. Returns the rows deleted."""
+    from sqlalchemy import delete
+
+    from campaign.models import SoftBounce
+
+    deleted = session.execute(delete(UpdateRecipient).where(UpdateRecipient.email_index == email_index)
+                              .execution_options(synchronize_session=False))
+    session.execute(delete(SoftBounce).where(SoftBounce.email_index == email_index)
+                    .execution_options(synchronize_session=False))
+    return int(deleted.rowcount)  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
-"""Organizer reach: supporter updates and their recipients, export files, and the signatures'
-indexes the dashboard's aggregates read (by country and by source).
+"""Organizer reach: supporter updates and their recipients, export files, soft bounce counts,
+and the signatures' indexes the dashboard's aggregates read (by country and by source).
 
 Revision ID: 0005
 Revises: 0004
@@ -38,6 +38,13 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_signature_exports'))
     )
     op.create_index(op.f('ix_signature_exports_campaign_id'), 'signature_exports', ['campaign_id'], unique=False)
+    op.create_table('soft_bounces',
+    sa.Column('email_index', sa.String(length=64), nullable=False),
+    sa.Column('count', sa.Integer(), nullable=False),
+    sa.Column('first_at', campaign.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_at', campaign.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('email_index', name=op.f('pk_soft_bounces'))
+    )
     op.create_table('supporter_updates',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('campaign_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -96,5 +103,6 @@ def downgrade():
     op.drop_index('ix_supporter_updates_status_send_after', table_name='supporter_updates')
     op.drop_index(op.f('ix_supporter_updates_campaign_id'), table_name='supporter_updates')
     op.drop_table('supporter_updates')
+    op.drop_table('soft_bounces')
     op.drop_index(op.f('ix_signature_exports_campaign_id'), table_name='signature_exports')
     op.drop_table('signature_exports')

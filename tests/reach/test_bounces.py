@@ -45,7 +45,8 @@ def test_signed_webhook_suppresses_bounces_and_complaints_and_a_bad_signature_ch
 
     response = _post(client, body)
     assert response.status_code == 200
-    assert response.get_json()["accepted"] == {"bounce": 1, "complaint": 1, "soft_bounce": 1, "invalid": 0}
+    assert response.get_json()["accepted"] == {"bounce": 1, "complaint": 1, "soft_bounce": 1,
+                                               "soft_bounce_suppressed": 0, "invalid": 0}
     assert _suppressions(app) == sorted([(index_of(app, "gone@example.org"), "bounce"),
                                          (index_of(app, "angry@example.org"), "complaint")])
     assert _post(client, body).status_code == 200  # a replay adds nothing
@@ -152,3 +153,25 @@ def test_the_organizer_sees_suppression_counts(world):
     section = html.split('id="suppressions"')[1]
     assert "<dt>Unsubscribed</dt><dd>1</dd>" in section and "<dt>Bounced</dt><dd>1</dd>" in section
     assert "<dt>Complained</dt><dd>0</dd>" in section
+
+
+def test_soft_bounces_suppress_at_the_limit_within_the_window(make_app):
+    from datetime import timedelta
+
+    from campaign.models import SoftBounce
+    from campaign.models.base import utcnow
+
+    app = make_app(BOUNCE_WEBHOOK_SECRET=SECRET, SOFT_BOUNCE_LIMIT=3, SOFT_BOUNCE_WINDOW_DAYS=30)
+    client = app.test_client()
+    soft = json.dumps({"type": "soft_bounce", "email": "full@example.org"}).encode()
+    for _ in range(2):
+        assert _post(client, soft).get_json()["accepted"]["soft_bounce_suppressed"] == 0
+    assert _suppressions(app) == []
+    # The first two were long ago: the count starts again.
+    with app.app_context():
+        db.session.get(SoftBounce, index_of(app, "full@example.org")).first_at = utcnow() - timedelta(days=31)
+        db.session.commit()
+    assert _post(client, soft).get_json()["accepted"]["soft_bounce_suppressed"] == 0
+    assert _post(client, soft).get_json()["accepted"]["soft_bounce_suppressed"] == 0
+    assert _post(client, soft).get_json()["accepted"]["soft_bounce_suppressed"] == 1
+    assert _suppressions(app) == [(index_of(app, "full@example.org"), "bounce")]

@@ -251,3 +251,56 @@ def test_a_test_send_goes_to_the_organizer_only(world, mailbox):
     assert "Hello Olga," in text_of(message) and "This is a test." in text_of(message)
     with world.app.app_context():
         assert db.session.get(SupporterUpdate, update_id).status == UpdateStatus.DRAFT
+
+
+def test_unsubscribe_links_refuse_other_purposes_tampering_and_age(world):
+    import time as clock
+
+    from itsdangerous import URLSafeTimedSerializer
+
+    from campaign.services.updates import unsubscribe_token
+
+    client = world.app.test_client()
+    with world.app.app_context():
+        good = unsubscribe_token(world.campaign_id, index_of(world.app, "someone@example.net"))
+        # The same payload signed for another purpose (another salt), or with another key.
+        other_salt = URLSafeTimedSerializer(world.app.config["SECRET_KEY"], salt="campaign.export-download").dumps(
+            {"c": world.campaign_id, "e": "0" * 64})
+        other_key = URLSafeTimedSerializer("not-our-key", salt="campaign.unsubscribe").dumps(
+            {"c": world.campaign_id, "e": "0" * 64})
+    for token in (other_salt, other_key, good[:-2] + ("A" if good[-2] != "A" else "B") + good[-1], "x"):
+        assert client.post(f"/unsubscribe/{token}").status_code == 404
+    with world.app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Suppression)) == 0
+    world.app.config["UNSUBSCRIBE_TOKEN_MAX_AGE"] = 1
+    clock.sleep(2.1)
+    assert client.post(f"/unsubscribe/{good}").status_code == 404
+
+
+def test_a_signer_name_cannot_add_header_lines_through_merge_fields(world, mailbox):
+    add_signers(world.app, world.petition_id, 1, name="Eve\r\nBcc: victim@example.org\u2028X-Evil: 1")
+    client = signed_in(world.app)
+    update_id = _update_id(_compose(client, world, subject="News for {{ first_name }}"))
+    assert post_form(client, f"/organize/updates/{update_id}/send", {"when": "now"}).status_code == 303
+    _send_all(world.app, update_id)
+    (message,) = mailbox.messages
+    assert message["Subject"] == "News for Eve"
+    assert message["Bcc"] is None and message["X-Evil"] is None
+
+
+def test_erasure_can_forget_a_mailbox_but_keeps_its_suppression(world, mailbox):
+    from campaign.services.updates import forget_mailbox
+
+    addresses = add_signers(world.app, world.petition_id, 2)
+    client = signed_in(world.app)
+    update_id = _update_id(_compose(client, world))
+    assert post_form(client, f"/organize/updates/{update_id}/send", {"when": "now"}).status_code == 303
+    _send_all(world.app, update_id)
+    index = index_of(world.app, addresses[0])
+    with world.app.app_context():
+        suppress(db.session, index, "unsubscribe", world.campaign_id)
+        assert forget_mailbox(db.session, index) == 1
+        db.session.commit()
+        assert db.session.scalar(select(func.count()).select_from(UpdateRecipient).where(
+            UpdateRecipient.email_index == index)) == 0
+        assert db.session.scalar(select(func.count()).select_from(Suppression)) == 1
