@@ -59,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def read_rules(text: str) -> list[tuple[int, int]]:
-    """"1/60, 5/300" -> [(1, 60), (5, 300)], read here rather than with the app's own parser, so
+    """Parse "1/60, 5/300" into [(1, 60), (5, 300)], here rather than with the app's own parser, so
     that a parser that drifts from the documented meaning is caught."""
     pairs = [part.strip().split("/") for part in text.replace(";", ",").split(",") if part.strip()]
     return [(int(count), int(seconds)) for count, seconds in pairs]
