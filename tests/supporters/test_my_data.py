@@ -107,6 +107,7 @@ def test_deleting_a_confirmed_signature_uncounts_it_once_and_cancels_queued_mail
     assert _count(app) == 2
     with app.app_context():
         ada = db.session.scalar(select(Signature).where(Signature.country == "DE", Signature.id == 1))
+        ada_index = ada.email_index
         letters = db.session.scalars(select(OutboundEmail).where(OutboundEmail.signature_id == ada.id,
                                                                  OutboundEmail.kind == "letter_to_target"))
         letter_ids = [row.id for row in letters]
@@ -137,6 +138,12 @@ def test_deleting_a_confirmed_signature_uncounts_it_once_and_cancels_queued_mail
         assert len(summaries) == 1 and "counted" in summaries[0]
         assert not any("Ada" in s or "ada@" in s for s in summaries)
     assert "We hold no signatures" in client.get(path).get_data(as_text=True)
+    with app.app_context():
+        # The mailbox has nothing left: its blind index is gone from the outbox too.
+        assert db.session.scalar(select(func.count()).select_from(OutboundEmail).where(
+            OutboundEmail.recipient_index == ada_index)) == 0
+        assert db.session.scalar(select(func.count()).select_from(OutboundEmail).where(
+            OutboundEmail.recipient_index.is_not(None))) > 0  # Bob's rows keep theirs
 
 
 def test_a_link_cannot_touch_another_mailboxs_signature(app, client, demo, mailbox):
