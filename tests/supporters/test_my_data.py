@@ -198,3 +198,33 @@ def test_every_supporter_email_carries_the_manage_link(app, client, demo, mailbo
         assert my_data_path(message)
         html = message.get_body(("html",)).get_content()
         assert "/my-data/" in html
+
+
+# R42: every personal column of a signature, and the export key that carries it. A new column of
+# Signature must be put in one of these two tables, so the export cannot silently fall behind.
+PERSONAL = {
+    "name_encrypted": "name", "email_encrypted": "email", "postcode_encrypted": "postcode",
+    "country": "country", "comment": "comment", "source": "source", "locale": "language",
+    "referral_code": "referral_code", "referred_by": "came_through_someone_elses_share",
+    "consent_updates": "consent_updates", "consent_name_to_targets": "consent_name_to_targets",
+    "consent_reply_to": "consent_reply_to", "consent_public_name": "consent_public_name",
+    "created_at": "signed_at", "confirmed_at": "confirmed_at", "status": "status",
+    "ip_hash": "keyed_hash_of_ip_address_kept", "network_hash": "keyed_hash_of_ip_address_kept",
+}
+NOT_PERSONAL = {
+    "id", "petition_id",  # the petition is exported by its title and URL
+    "email_index",  # the keyed hash the link itself is bound to
+    "email_domain_hash", "hold_reasons", "held_at", "released_at", "invalidated_at",
+    "invalidation_reason",  # moderation records: a held signature is shown as not confirmed
+    "anonymized_at", "routed_at", "reminded_at",  # processing stamps
+}
+
+
+def test_the_export_covers_every_personal_column(app, client, demo, mailbox):
+    columns = {c.name for c in Signature.__table__.columns}
+    assert columns == set(PERSONAL) | NOT_PERSONAL, "classify the new Signature column here"
+    path = sign_and_confirm(app, client, mailbox, "all@example.com", postcode="1000", comment="c",
+                            consent_updates="y")
+    exported = json.loads(client.get(path + "/export.json").get_data(as_text=True))["signatures"][0]
+    covered = [column for column, key in PERSONAL.items() if key in exported]
+    assert len(covered) / len(PERSONAL) == 1.0, set(PERSONAL) - set(covered)
