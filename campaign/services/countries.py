@@ -36,3 +36,19 @@ def flag(code: str) -> str:
     if len(code) != 2 or not code.isalpha():
         return ""
     return "".join(chr(0x1F1E6 + ord(letter) - ord("A")) for letter in code.upper())
+
+
+@cache
+def localized_country_choices(language: str) -> list[tuple[str, str]]:
+    """country_choices() named in a language (pycountry ships the ISO 3166 translations)."""
+    import gettext
+
+    if language == "en":
+        return country_choices()
+    translation = gettext.translation("iso3166-1", pycountry.LOCALES_DIR, languages=[language], fallback=True)
+    countries = [(code, translation.gettext(name)) for code, name in country_choices()]
+    return sorted(countries, key=lambda item: item[1].casefold())
+
+
+def localized_country_name(code: str, language: str) -> str:
+    return dict(localized_country_choices(language)).get(code) or country_name(code)

@@ -182,7 +182,9 @@ def delete_my_signature(session: DbSession, email_index: str, signature_id: int)
     A confirmed one stops counting exactly once: the conditional DELETE's row count decides, so
     two concurrent deletes (or a delete racing a confirmation) subtract at most 1. Queued mail
     about it is cancelled; letters already sent stay sent (their outbox rows lose the link).
-    The audit log records the id and the petition, never the signer. Returns False when there was
+    When it was the mailbox's last signature, the outbox forgets the blind index too (suppressions
+    keep theirs: docs/security.md). The audit log records the id and the petition, never the
+    signer. Returns False when there was
     nothing of this mailbox's to delete.
     """
     signature = _owned(session, email_index, signature_id)
@@ -207,6 +209,11 @@ def delete_my_signature(session: DbSession, email_index: str, signature_id: int)
             .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
         if gone != 1:
             return False  # deleted by a concurrent request, or confirmed just now: try again
+    # Erasure: once the mailbox has no signature left, its blind index leaves the outbox too
+    # (the per-address cap then starts again; only the owner's own link can get here).
+    if session.scalar(select(Signature.id).where(Signature.email_index == email_index).limit(1)) is None:
+        session.execute(update(OutboundEmail).where(OutboundEmail.recipient_index == email_index)
+                        .values(recipient_index=None).execution_options(synchronize_session=False))
     petition = session.get(Petition, petition_id)
     record(session, None, "signature.deleted_by_signer",
            campaign_id=petition.campaign_id if petition else None, object_type="signature",

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from flask import current_app
+from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
@@ -14,7 +15,7 @@ from itsdangerous.encoding import base64_encode, int_to_bytes, want_bytes
 from wtforms import BooleanField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
 
-from campaign.services.countries import country_choices
+from campaign.services.countries import country_choices, localized_country_choices
 
 _FORM_SALT = "campaign.sign-form"
 _STARTED_SALT = "campaign.sign-form-started"
@@ -79,7 +80,9 @@ class SignForm(FlaskForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.country.choices = [("", _l("Choose your country")), *country_choices()]
+        # Country names in the page's language (issue 5); the codes are the same in every one.
+        language = str(get_locale() or "en").split("_")[0]
+        self.country.choices = [("", _l("Choose your country")), *localized_country_choices(language)]
 
     def validate_country(self, field: Any) -> None:
         if field.data not in dict(country_choices()):

@@ -17,9 +17,9 @@ from flask_babel import format_decimal, get_locale, refresh
 from campaign.extensions import babel
 
 COOKIE = "lang"
-# Supporter-facing blueprints; organizer, admin and developer pages stay in English (the source
-# language of the catalogs), whatever the browser asks for.
-TRANSLATED_BLUEPRINTS = frozenset({"public", "supporters", "embed", None})
+# Supporter-facing blueprints. Organizer, admin and developer pages and the embedded widget (not
+# translated yet) stay in English, the catalogs' source language, whatever the browser asks for.
+TRANSLATED_BLUEPRINTS = frozenset({"public", "supporters", None})
 RTL = frozenset({"ar", "arc", "ckb", "dv", "fa", "he", "ps", "sd", "ug", "ur", "yi"})
 # Each language named in itself, for the switcher.
 NATIVE_NAMES = {"en": "English", "ru": "Русский", "fr": "Français", "es": "Español", "de": "Deutsch",

@@ -22,7 +22,7 @@ from flask import (
     request,
     url_for,
 )
-from flask_babel import gettext
+from flask_babel import get_locale, gettext
 from itsdangerous.encoding import base64_decode, bytes_to_int
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,7 +35,7 @@ from campaign.models.petitions import SIGNABLE, VISIBLE
 from campaign.services import killswitch
 from campaign.services.abuse import SigningSignals, integrity_note, public_state
 from campaign.services.counting import signature_count, signature_counts
-from campaign.services.countries import country_name, flag, is_country
+from campaign.services.countries import flag, is_country, localized_country_name
 from campaign.services.deliveries import public_mailings
 from campaign.services.emails import InvalidEmail, parse_email
 from campaign.services.letters import letter_recipients
@@ -74,7 +74,8 @@ bp = Blueprint("public", __name__)
 
 @bp.app_template_global()
 def country_label(code: str) -> str:
-    return country_name(code)
+    # In the page's language on supporter pages (issue 5); English elsewhere.
+    return localized_country_name(code, str(get_locale() or "en").split("_")[0])
 
 
 @bp.app_template_global()

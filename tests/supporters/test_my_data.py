@@ -107,6 +107,7 @@ def test_deleting_a_confirmed_signature_uncounts_it_once_and_cancels_queued_mail
     assert _count(app) == 2
     with app.app_context():
         ada = db.session.scalar(select(Signature).where(Signature.country == "DE", Signature.id == 1))
+        ada_index = ada.email_index
         letters = db.session.scalars(select(OutboundEmail).where(OutboundEmail.signature_id == ada.id,
                                                                  OutboundEmail.kind == "letter_to_target"))
         letter_ids = [row.id for row in letters]
@@ -137,6 +138,12 @@ def test_deleting_a_confirmed_signature_uncounts_it_once_and_cancels_queued_mail
         assert len(summaries) == 1 and "counted" in summaries[0]
         assert not any("Ada" in s or "ada@" in s for s in summaries)
     assert "We hold no signatures" in client.get(path).get_data(as_text=True)
+    with app.app_context():
+        # The mailbox has nothing left: its blind index is gone from the outbox too.
+        assert db.session.scalar(select(func.count()).select_from(OutboundEmail).where(
+            OutboundEmail.recipient_index == ada_index)) == 0
+        assert db.session.scalar(select(func.count()).select_from(OutboundEmail).where(
+            OutboundEmail.recipient_index.is_not(None))) > 0  # Bob's rows keep theirs
 
 
 def test_a_link_cannot_touch_another_mailboxs_signature(app, client, demo, mailbox):
@@ -191,3 +198,33 @@ def test_every_supporter_email_carries_the_manage_link(app, client, demo, mailbo
         assert my_data_path(message)
         html = message.get_body(("html",)).get_content()
         assert "/my-data/" in html
+
+
+# R42: every personal column of a signature, and the export key that carries it. A new column of
+# Signature must be put in one of these two tables, so the export cannot silently fall behind.
+PERSONAL = {
+    "name_encrypted": "name", "email_encrypted": "email", "postcode_encrypted": "postcode",
+    "country": "country", "comment": "comment", "source": "source", "locale": "language",
+    "referral_code": "referral_code", "referred_by": "came_through_someone_elses_share",
+    "consent_updates": "consent_updates", "consent_name_to_targets": "consent_name_to_targets",
+    "consent_reply_to": "consent_reply_to", "consent_public_name": "consent_public_name",
+    "created_at": "signed_at", "confirmed_at": "confirmed_at", "status": "status",
+    "ip_hash": "keyed_hash_of_ip_address_kept", "network_hash": "keyed_hash_of_ip_address_kept",
+}
+NOT_PERSONAL = {
+    "id", "petition_id",  # the petition is exported by its title and URL
+    "email_index",  # the keyed hash the link itself is bound to
+    "email_domain_hash", "hold_reasons", "held_at", "released_at", "invalidated_at",
+    "invalidation_reason",  # moderation records: a held signature is shown as not confirmed
+    "anonymized_at", "routed_at", "reminded_at",  # processing stamps
+}
+
+
+def test_the_export_covers_every_personal_column(app, client, demo, mailbox):
+    columns = {c.name for c in Signature.__table__.columns}
+    assert columns == set(PERSONAL) | NOT_PERSONAL, "classify the new Signature column here"
+    path = sign_and_confirm(app, client, mailbox, "all@example.com", postcode="1000", comment="c",
+                            consent_updates="y")
+    exported = json.loads(client.get(path + "/export.json").get_data(as_text=True))["signatures"][0]
+    covered = [column for column, key in PERSONAL.items() if key in exported]
+    assert len(covered) / len(PERSONAL) == 1.0, set(PERSONAL) - set(covered)
