@@ -165,7 +165,7 @@ def _organizer_and_supporter(app: Any, url: str, mailbox: Any, chromium: Any) ->
     supporter.close()
 
     # The organizer sees the signature, confirmed.
-    page.get_by_role("link", name="Signatures").first.click()
+    page.get_by_role("link", name="Signatures", exact=True).first.click()
     assert "Ruslan Example" in page.content()
     assert page.locator("text=1 confirmed").count() == 1
     context.close()
