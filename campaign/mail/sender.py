@@ -72,10 +72,18 @@ class _Held:
     last_used: float = 0.0
 
 
-# The open connection of this process (and thread): a Celery worker process sends one message
-# after another, and a new connection per message (TCP, greeting, EHLO, STARTTLS, AUTH, QUIT)
-# cost more than the message itself (issue 9's surge profile).
-_local = threading.local()
+# The open connection of this process: a Celery worker process sends one message after another,
+# and a new connection per message (TCP, greeting, EHLO, STARTTLS, AUTH, QUIT) cost more than the
+# message itself (issue 9's surge profile). One per process, not per thread: a thread's own would
+# be dropped unclosed when the thread ends. A thread that finds it in use sends on a new one.
+_lock = threading.Lock()
+
+
+class _Slot:
+    held: _Held | None = None
+
+
+_local = _Slot()
 # Idle longer than this, the server may have closed it: a NOOP checks before it is used.
 _CHECK_AFTER_IDLE = 1.0
 
@@ -84,9 +92,12 @@ def _close(held: _Held | None) -> None:
     _local.held = None
     if held is not None and held.pid == os.getpid():  # never QUIT a connection a parent opened
         held.connection.__exit__(None, None, None)
+        if held.connection.host is not None:
+            # QUIT fails on a dead connection before smtplib closes the socket: close it here.
+            held.connection.host.close()
 
 
-atexit.register(lambda: _close(getattr(_local, "held", None)))
+atexit.register(lambda: _close(_local.held))
 
 
 def _alive(held: _Held) -> bool:
@@ -105,7 +116,7 @@ def _connection(state: Any) -> _Held:
     Reused for up to MAIL_CONNECTION_REUSE messages; after a failure it is closed, so the next
     message reconnects (and a message is never sent again on its own: the outbox retries it)."""
     key = (id(state), state.server, state.port, state.username, state.use_tls, state.use_ssl, state.suppress)
-    held: _Held | None = getattr(_local, "held", None)
+    held = _local.held
     if held is not None:
         if (held.key == key and held.pid == os.getpid()
                 and held.sent < int(current_app.config["MAIL_CONNECTION_REUSE"]) and _alive(held)):
@@ -118,19 +129,29 @@ def _connection(state: Any) -> _Held:
     return held
 
 
+def _send(state: Any, message: Message) -> None:
+    if not _lock.acquire(blocking=False):
+        with _TimedConnection(state) as connection:  # another thread has the open one
+            connection.send(message)
+        return
+    try:
+        held = _connection(state)
+        held.connection.send(message)
+        held.sent += 1
+        held.last_used = time.monotonic()
+    except BaseException:
+        # Whatever went wrong, the next message starts on a new connection.
+        _close(_local.held)
+        raise
+    finally:
+        _lock.release()
+
+
 def send_message(message: Message) -> None:
     """Send one message; raise TemporaryFailure or PermanentFailure with the server's words."""
     state = current_app.extensions["mail"]
     try:
-        try:
-            held = _connection(state)
-            held.connection.send(message)
-            held.sent += 1
-            held.last_used = time.monotonic()
-        except BaseException:
-            # Whatever went wrong, the next message starts on a new connection.
-            _close(getattr(_local, "held", None))
-            raise
+        _send(state, message)
     except BadHeaderError as error:
         raise PermanentFailure("bad header", "bad_message") from error
     except smtplib.SMTPRecipientsRefused as error:

@@ -35,7 +35,7 @@ def recorder() -> Any:
     controller.start()
     yield controller, handler
     controller.stop()
-    sender._close(getattr(sender._local, "held", None))
+    sender._close(sender._local.held)
 
 
 def _sign_and_send(app: Any, emails: list[str]) -> dict[str, int]:
