@@ -34,6 +34,7 @@ from campaign.services.markdown import render_markdown
 from campaign.services.outbox import queue_email
 from campaign.services.privacy import cipher
 from campaign.services.types import DbSession
+from campaign.services.updates import forget_mailbox
 
 MY_DATA_LINK = "my_data_link"
 REMINDER = "signature_reminder"
@@ -214,6 +215,8 @@ def delete_my_signature(session: DbSession, email_index: str, signature_id: int)
     if session.scalar(select(Signature.id).where(Signature.email_index == email_index).limit(1)) is None:
         session.execute(update(OutboundEmail).where(OutboundEmail.recipient_index == email_index)
                         .values(recipient_index=None).execution_options(synchronize_session=False))
+        # And from supporter updates' recipient rows and the soft-bounce count (issue 7).
+        forget_mailbox(session, email_index)
     petition = session.get(Petition, petition_id)
     record(session, None, "signature.deleted_by_signer",
            campaign_id=petition.campaign_id if petition else None, object_type="signature",

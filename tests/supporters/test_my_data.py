@@ -10,7 +10,17 @@ import time
 from sqlalchemy import func, select
 
 from campaign.extensions import db
-from campaign.models import AuditEvent, OutboundEmail, OutboxStatus, Petition, Signature, SignatureStatus
+from campaign.models import (
+    AuditEvent,
+    OutboundEmail,
+    OutboxStatus,
+    Petition,
+    Signature,
+    SignatureStatus,
+    SoftBounce,
+    SupporterUpdate,
+    UpdateRecipient,
+)
 from campaign.services.counting import signature_count
 from campaign.services.petitions import create_counter_shards
 from tests.support import deliver_due, form_token, text_of
@@ -119,6 +129,13 @@ def test_deleting_a_confirmed_signature_uncounts_it_once_and_cancels_queued_mail
         db.session.add(queued)
         db.session.commit()
         queued_id, sent_id = queued.id, sent_row.id if sent_row else None
+        # What supporter updates keep under her blind index (issue 7) goes with her last signature.
+        update = SupporterUpdate(campaign_id=1, subject="News", body_markdown="Hello")
+        db.session.add(update)
+        db.session.flush()
+        db.session.add_all([UpdateRecipient(update_id=update.id, signature_id=ada.id, email_index=ada_index),
+                            SoftBounce(email_index=ada_index, count=1)])
+        db.session.commit()
     confirm_page = client.get(path + "/delete?signature=1")
     html = confirm_page.get_data(as_text=True)
     assert "Letters already sent to officials cannot be recalled" in html
@@ -144,6 +161,9 @@ def test_deleting_a_confirmed_signature_uncounts_it_once_and_cancels_queued_mail
             OutboundEmail.recipient_index == ada_index)) == 0
         assert db.session.scalar(select(func.count()).select_from(OutboundEmail).where(
             OutboundEmail.recipient_index.is_not(None))) > 0  # Bob's rows keep theirs
+        assert db.session.scalar(select(func.count()).select_from(UpdateRecipient).where(
+            UpdateRecipient.email_index == ada_index)) == 0
+        assert db.session.get(SoftBounce, ada_index) is None
 
 
 def test_a_link_cannot_touch_another_mailboxs_signature(app, client, demo, mailbox):
