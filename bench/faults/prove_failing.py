@@ -7,6 +7,7 @@ its broken copy (it would not catch that regression) or a sabotage no longer app
 
     .venv/bin/python bench/faults/prove_failing.py            # all, about 20 minutes
     .venv/bin/python bench/faults/prove_failing.py a03 b18    # the tests whose id contains these
+    .venv/bin/python bench/faults/prove_failing.py "burst rule"  # or by the break's description
     (B13-B17 are one test: "b13" runs the five breaks of it, each against the whole test.)
 """
 
@@ -321,10 +322,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("only", nargs="*", help="run the tests whose id contains one of these")
+    parser.add_argument("only", nargs="*", help="breaks whose test id or description has one of these")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per test (default: 300)")
     args = parser.parse_args()
-    chosen = [s for s in SABOTAGES if not args.only or any(o in s.test for o in args.only)]
+    chosen = [s for s in SABOTAGES if not args.only or any(o in s.test or o in s.what for o in args.only)]
     bad = 0
     for sabotage in chosen:
         ok, detail = prove(sabotage, args.timeout)
