@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, literal_column, select, update
 
 from campaign.models import (
     OutboundEmail,
@@ -346,9 +346,11 @@ def recent_signers(session: DbSession, petition: Petition) -> list[RecentSigner]
     crypt = cipher()
     rows = session.execute(
         select(Signature.name_encrypted, Signature.country)
-        .where(Signature.petition_id == petition.id, Signature.status == SignatureStatus.CONFIRMED,
-               Signature.consent_public_name.is_(True), Signature.anonymized_at.is_(None))
-        .order_by(Signature.confirmed_at.desc(), Signature.id.desc()).limit(limit))
+        # The same predicate as the partial index ix_signatures_recent_public, written as
+        # literals so that a prepared (generic) plan can still use it.
+        .where(Signature.petition_id == petition.id, Signature.consent_public_name,
+               Signature.status == literal_column("'confirmed'"), Signature.anonymized_at.is_(None))
+        .order_by(Signature.confirmed_at.desc()).limit(limit))
     return [RecentSigner(first_name(crypt.decrypt(name)), country) for name, country in rows]
 
 

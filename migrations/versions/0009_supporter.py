@@ -46,9 +46,13 @@ def upgrade():
     ):
         op.add_column('signatures', column)
     op.create_index(op.f('ix_signatures_referral_code'), 'signatures', ['referral_code'], unique=False)
+    public = sa.text("consent_public_name AND status = 'confirmed'")
+    op.create_index('ix_signatures_recent_public', 'signatures', ['petition_id', 'confirmed_at'], unique=False,
+                    postgresql_where=public, sqlite_where=public)
 
 
 def downgrade():
+    op.drop_index('ix_signatures_recent_public', table_name='signatures')
     op.drop_index(op.f('ix_signatures_referral_code'), table_name='signatures')
     for name in ('reminded_at', 'referred_by', 'referral_code'):
         op.drop_column('signatures', name)
