@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from campaign.config import load_config
 from campaign.extensions import csrf, db, migrate
@@ -18,6 +19,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True, template_folder="../templates",
                 static_folder="../static")
     app.config.from_mapping(load_config(app.instance_path, config))
+    app.url_map.converters["int"] = BoundedInt
     register_extensions(app)
     register_operations(app)
     register_blueprints(app)
@@ -30,6 +32,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_logging(app)
     register_commands(app)
     return app
+
+
+class BoundedInt(IntegerConverter):
+    """`<int:...>` up to the largest 64-bit id: a bigger number names nothing (404) instead of
+    overflowing the database driver (a 500)."""
+
+    def __init__(self, map: Any, fixed_digits: int = 0, min: int | None = None,
+                 max: int | None = 2**63 - 1, signed: bool = False) -> None:
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
 
 def register_extensions(app: Flask) -> None:
