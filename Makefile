@@ -37,8 +37,10 @@ run: install
 
 ## The whole suite, in parallel. Needs PostgreSQL and Redis on 127.0.0.1 and Debian's Chromium;
 ## without them those tests are skipped with a line saying so (and fail when CI=true).
+# One worker more than cores: the integration tests spend most of their time waiting on workers,
+# SMTP and the browser, so a third process keeps two cores busy.
 test: install
-	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-$$(( $$(nproc) + 1 ))} $(PYTEST_ARGS)
 
 ## Unit and web tests on SQLite only: no services needed.
 test-fast: install
