@@ -84,6 +84,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--ramp-seconds", type=float, default=15.0, help="ramp: seconds per rate (default: 15)"
     )
     parser.add_argument("--lease", type=int, default=30, help="OUTBOX_LEASE_SECONDS (default: 30)")
+    parser.add_argument(
+        "--sweep-interval", type=float, default=15.0, help="OUTBOX_SWEEP_INTERVAL (default: 15)"
+    )
+    parser.add_argument("--sweep-grace", type=float, default=30.0, help="OUTBOX_SWEEP_GRACE (default: 30)")
+    parser.add_argument("--backoff-base", type=int, default=30, help="OUTBOX_BACKOFF_BASE (default: 30)")
     parser.add_argument("--drain-timeout", type=float, default=600.0, help="longest wait for the emails (s)")
     parser.add_argument("--seed", type=int, default=None, help="random seed for the kill times")
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
@@ -168,6 +173,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             CELERY_BROKER_FOLDER=str(work / "broker"),
             DEV_MAILBOX="false",
             OUTBOX_LEASE_SECONDS=args.lease,
+            OUTBOX_SWEEP_INTERVAL=args.sweep_interval,
+            OUTBOX_SWEEP_GRACE=args.sweep_grace,
+            OUTBOX_BACKOFF_BASE=args.backoff_base,
         )
         app = make_app(config, schema=True)
         stack.callback(dispose, app)
@@ -293,7 +301,11 @@ def check(figures: dict[str, Any], args: argparse.Namespace) -> list[Target]:
                     f"{f['signatures_lost']} of {f['accepted_303']}",
                 ),
                 Target(f"{part}: emails lost", f["missing"] == 0, str(f["missing"])),
-                Target(f"{part}: duplicates", f["duplicates"] == 0, str(f["duplicates"])),
+                # A SIGKILL right after the SMTP server accepted a message and before the row was
+                # marked sent re-sends that one message (the documented gap): at most one per kill.
+                Target(f"{part}: duplicates only in the documented gap (at most one per kill)",
+                       f["duplicates"] <= len(f.get("kills", [])),
+                       f"{f['duplicates']} duplicates, {len(f.get('kills', []))} kills"),
                 Target(
                     f"{part}: HTTP 5xx and failed requests",
                     f["http_5xx"] == 0 and not f["connection_errors"],

@@ -103,4 +103,5 @@ def test_a12_sqlite_mode_relay_killed_down_and_transaction_coupling() -> None:
     # with a killed relay is never sent; sign_petition committing on its own (as for A9).
     # The signing-rate ramp (a measurement, not a pass/fail) is left to the bench.
     options = "--parts kill,down,coupling --rate 5 --seconds 4 --kills 1 --child-kills 1 --down-for 2"
-    assert_targets(a12_sqlite_mode, options + " --lease 3 --rounds 2 --drain-timeout 45")
+    fast = " --lease 3 --sweep-interval 2 --sweep-grace 5 --backoff-base 2"
+    assert_targets(a12_sqlite_mode, options + fast + " --rounds 2 --drain-timeout 60")
