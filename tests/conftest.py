@@ -3,7 +3,9 @@ Celery worker processes. With CI=true any skip is turned into a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -206,7 +208,10 @@ class WorkerProcess:
             args += ["-B", "--schedule", str(log_path.with_suffix(".beat"))]
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        # A session of its own: stop() also ends the pool and beat children a SIGKILLed main
+        # process leaves behind.
+        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
 
     def wait_ready(self, timeout: float = 40.0) -> None:
         deadline = time.monotonic() + timeout
@@ -226,6 +231,8 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.log.close()
 
 
