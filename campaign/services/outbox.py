@@ -10,6 +10,7 @@ but never loses it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import and_, event, or_, select, update
+from sqlalchemy import Table, and_, event, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
@@ -77,16 +78,23 @@ def queue_email(session: DbSession, *, kind: str, key: str, **refs: Any) -> Outb
     return row
 
 
+@functools.lru_cache(maxsize=4)
+def _insert_once_statement(dialect: str) -> Any:
+    # Built once per dialect on the Core table; each call's parameters are the VALUES (issue 9).
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = cast(Table, OutboundEmail.__table__)
+    return (insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(table.c.id))
+
+
 def queue_email_once(session: DbSession, *, kind: str, key: str, **refs: Any) -> int | None:
     """queue_email for the hot path: one INSERT ... ON CONFLICT (idempotency key) DO NOTHING
     RETURNING id, no savepoint and no ORM object. Returns the new row's id, or None (and writes
     nothing) when a row with this key exists. Published after commit like any other row."""
     if kind not in _builders:
         raise ValueError(f"no message builder for {kind!r}")
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    email_id = session.scalar(
-        insert(OutboundEmail).values(idempotency_key=key, kind=kind, **refs)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(OutboundEmail.id))
+    email_id = session.execute(_insert_once_statement(session.get_bind().dialect.name),
+                               {"idempotency_key": key, "kind": kind, **refs}).scalar()
     if email_id is None:
         return None
     session.info.setdefault(_PENDING, []).append((int(email_id), kind))

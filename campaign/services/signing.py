@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from campaign.models import OutboundEmail, Signature, SignatureStatus
@@ -149,25 +150,36 @@ def sign_petition(session: DbSession, petition: SignablePetition, signer: Signer
     return outcome
 
 
+@functools.lru_cache(maxsize=4)
+def _insert_statement(dialect: str) -> Any:
+    # Built once per dialect on the Core table: the parameters of each call are the VALUES,
+    # so the hot path builds no statement and SQLAlchemy reuses its compiled form (issue 9).
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = cast(Table, Signature.__table__)
+    return (insert(table).on_conflict_do_nothing(index_elements=["petition_id", "email_index"])
+            .returning(table.c.id))
+
+
 def _insert_new(session: DbSession, values: dict[str, Any]) -> int | None:
     """Insert a signature unless (petition, blind index) exists; its id, or None if it did."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (insert(Signature).values(**values)
-                 .on_conflict_do_nothing(index_elements=["petition_id", "email_index"])
-                 .returning(Signature.id))
-    found = session.scalar(statement)
+    found = session.execute(_insert_statement(session.get_bind().dialect.name), values).scalar()
     return None if found is None else int(found)
+
+
+@functools.lru_cache(maxsize=1)
+def _form_emails_statement() -> Any:
+    table = OutboundEmail.__table__.c
+    return (select(func.count().filter(table.petition_id == bindparam("petition")),
+                   func.count().filter(table.created_at >= bindparam("since", type_=table.created_at.type)))
+            .where(table.recipient_index == bindparam("index"), table.from_public_form.is_(True)))
 
 
 def _form_emails(session: DbSession, index: str, petition_id: int) -> tuple[int, int]:
     """Emails the public form has caused to this mailbox: for this petition, and in 24 hours.
     One query: both counts are FILTERs over the mailbox's rows (its index)."""
-    since = utcnow() - timedelta(days=1)
     for_petition, today = session.execute(
-        select(func.count().filter(OutboundEmail.petition_id == petition_id),
-               func.count().filter(OutboundEmail.created_at >= since))
-        .where(OutboundEmail.recipient_index == index, OutboundEmail.from_public_form.is_(True))).one()
+        _form_emails_statement(),
+        {"petition": petition_id, "since": utcnow() - timedelta(days=1), "index": index}).one()
     return int(for_petition or 0), int(today or 0)
 
 

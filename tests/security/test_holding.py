@@ -9,12 +9,21 @@ import re
 import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from campaign.extensions import db
 from campaign.models import HoldReason, Signature, SignatureStatus, User
 from campaign.services import abuse
-from tests.security.conftest import SLUG, client_from, count_of, demo_petition_id, sign_as, signature_of
+from tests.security.conftest import (
+    BOT_CHECKS,
+    SLUG,
+    client_from,
+    count_of,
+    demo_petition_id,
+    sign_as,
+    signature_of,
+)
 from tests.support import confirm, confirm_path, deliver_due, form_token, text_of
 
 
@@ -295,3 +304,23 @@ def test_the_disposable_list_is_a_data_file_updated_by_a_command(make_sec_app, t
     empty.write_text("# nothing\n", "utf-8")
     refused = app.test_cli_runner().invoke(args=["update-disposable-domains", str(empty)])
     assert refused.exit_code != 0 and "lists no domains" in refused.output
+
+
+@pytest.mark.integration
+def test_one_burst_query_holds_by_address_and_by_domain_on_postgresql(make_pg_app):
+    """The sign path counts address and domain bursts in one statement (issue 9); on PostgreSQL
+    too it holds the second signature from one address and the fourth from one domain."""
+    from campaign.services.demo import seed_demo
+
+    app = make_pg_app(**(BOT_CHECKS | {"SIGNING_DOMAIN_BURST": "3/60", "RATELIMIT_ENABLED": False}))
+    with app.app_context():
+        seed_demo(db.session)
+        db.session.commit()
+    sign_as(client_from(app, "198.51.100.40"), "one@example.org")
+    sign_as(client_from(app, "198.51.100.40"), "two@example.org")
+    for number in range(4):
+        sign_as(client_from(app, f"203.0.113.{number + 60}"), f"staff{number}@corp.example")
+    statuses = [(s.status, s.hold_reasons) for s in signature_of(app)]
+    assert statuses == [("pending", None), ("held", HoldReason.IP_BURST),
+                        ("pending", None), ("pending", None), ("pending", None),
+                        ("held", HoldReason.DOMAIN_BURST)], statuses

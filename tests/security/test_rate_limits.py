@@ -4,6 +4,8 @@ from the configured proxy hops."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.organize.conftest import add_user, csrf_of, login
@@ -185,3 +187,27 @@ def test_sign_limits_storage_down_never_fails_or_holds_a_signature(make_sec_app)
     client = client_from(app, "198.51.100.120")
     assert [sign_as(client, f"r{n}@example.org").status_code for n in range(3)] == [303] * 3
     assert all(s.status == "pending" for s in signature_of(app))
+
+
+@pytest.mark.integration
+def test_sign_limits_on_redis_count_every_limit_in_one_round_trip(make_sec_app, redis_url, monkeypatch):
+    """On Redis the sign path's counters move in one pipeline (issue 9) and still hold exactly
+    as the limits say: the per-address limit and the per-petition limit each by itself."""
+    import redis
+
+    app = make_sec_app(SIGNING_IP_BURST="", SIGNING_RATELIMIT_PER_IP="3 per minute; 50 per hour",
+                       SIGNING_RATELIMIT_PER_PETITION="4 per minute", RATELIMIT_STORAGE_URI=redis_url,
+                       RATELIMIT_KEY_PREFIX=f"pipeline-test-{time.time_ns()}")
+    sent: list[object] = []
+    original = redis.client.Pipeline.execute
+
+    def counting(self, *args, **kwargs):
+        sent.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counting)
+    client = client_from(app, "198.51.100.130")
+    assert {sign_as(client, f"s{n}@example.org").status_code for n in range(5)} == {303}
+    assert len(sent) == 5  # one pipeline per sign request
+    assert [(s.status, s.hold_reasons) for s in signature_of(app)] == (
+        [("pending", None)] * 3 + [("held", "rate_limit")] * 2)
