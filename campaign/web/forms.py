@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from typing import Any
 
+from babel import support
 from flask import current_app
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
@@ -13,6 +15,7 @@ from flask_wtf import FlaskForm
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, int_to_bytes, want_bytes
 from wtforms import BooleanField, HiddenField, SelectField, StringField, TextAreaField
+from wtforms.i18n import messages_path
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from campaign.services.countries import country_choices, localized_country_choices
@@ -49,11 +52,21 @@ def _referral_code(value: Any) -> Any:
     return clean_referral_code(value) if isinstance(value, str) else value
 
 
+@functools.lru_cache(maxsize=64)
+def _wtforms_translations(locale: str) -> Any:
+    return support.Translations.load(messages_path(), [locale], domain="wtforms")
+
+
 class SignForm(FlaskForm):
     """The public sign form. Session CSRF is off: its signed form token stands in for it."""
 
     class Meta:
         csrf = False
+
+        def get_translations(self, form: Any) -> Any:
+            # Flask-WTF reads WTForms' catalog from disk on every request; the sign path
+            # keeps one per language instead (issue 9).
+            return _wtforms_translations(str(get_locale() or "en"))
 
     name = StringField(_l("Full name"), filters=[_strip], validators=[
         DataRequired(_l("Enter your full name.")), Length(max=200, message=_l("Use at most 200 characters.")),
