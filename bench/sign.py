@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="most signatures per level (default: 50000)")
     parser.add_argument("--web-workers", type=int, default=None,
                         help="gunicorn workers (default: gunicorn.conf.py's, 2 x CPUs + 1)")
-    parser.add_argument("--celery-workers", type=int, default=2,
+    parser.add_argument("--celery-workers", type=int, default=0,
                         help="Celery worker processes (prefork concurrency) sending confirmations "
                              "during the levels; 0 leaves mail in the outbox and sends it after them "
                              "(default: 2)")

@@ -209,5 +209,11 @@ def test_sign_limits_on_redis_count_every_limit_in_one_round_trip(make_sec_app, 
     client = client_from(app, "198.51.100.130")
     assert {sign_as(client, f"s{n}@example.org").status_code for n in range(5)} == {303}
     assert len(sent) == 5  # one pipeline per sign request
+    # Every counter expires with its window (3 limits: two per address, one per petition).
+    store = redis.Redis.from_url(redis_url)
+    keys = store.keys(f"*{app.config['RATELIMIT_KEY_PREFIX']}*")
+    assert len(keys) == 3, keys
+    assert all(0 < store.ttl(key) <= 3600 for key in keys)
+    assert sorted(int(store.get(key) or 0) for key in keys) == [5, 5, 5]
     assert [(s.status, s.hold_reasons) for s in signature_of(app)] == (
         [("pending", None)] * 3 + [("held", "rate_limit")] * 2)
