@@ -178,9 +178,10 @@ def register_supporters(app: Flask) -> None:
 
 
 def register_security(app: Flask) -> None:
-    from campaign.web.security import apply_security_headers
+    from campaign.web.security import CachedSerializerSessions, apply_security_headers
 
     app.after_request(apply_security_headers)
+    app.session_interface = CachedSerializerSessions()
 
 
 def register_operations(app: Flask) -> None:

@@ -132,3 +132,26 @@ def test_password_reset_link_is_single_use(sec_app, mailbox):
     assert client.post(link.group(1), data=new).status_code in (302, 303)
     again = client.get(link.group(1))
     assert again.status_code in (400, 404, 410)
+
+
+def test_the_cached_session_serializer_follows_a_key_rotation(make_app):
+    """Session cookies are signed by a serializer built once per key set (issue 9): a new
+    SECRET_KEY refuses the old cookies unless the old key is listed in SECRET_KEY_FALLBACKS."""
+    from flask import request
+
+    app = make_app()
+    sessions = app.session_interface
+    cookie = app.config["SESSION_COOKIE_NAME"]
+    old = sessions.get_signing_serializer(app).dumps({"user": "x"})
+    assert sessions.get_signing_serializer(app) is sessions.get_signing_serializer(app)
+
+    def user_of_old_cookie():
+        with app.test_request_context("/", headers={"Cookie": f"{cookie}={old}"}):
+            return sessions.open_session(app, request).get("user")
+
+    assert user_of_old_cookie() == "x"
+    old_key = app.secret_key
+    app.secret_key = app.config["SECRET_KEY"] = f"{old_key}-rotated"
+    assert user_of_old_cookie() is None
+    app.config["SECRET_KEY_FALLBACKS"] = [old_key]
+    assert user_of_old_cookie() == "x"
