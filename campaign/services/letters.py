@@ -136,12 +136,14 @@ def letter_recipients(session: DbSession, signature: Signature) -> list[Target]:
     petition = session.get(Petition, signature.petition_id)
     if petition is None or petition.mailing_policy == MailingPolicy.NONE:
         return []
+    if signature.routed_at is None:
+        # Not routed yet (every confirmation email): route_on_confirmation writes the rows
+        # in the transaction that sets routed_at, so there are none to read.
+        return route(session, petition.id, signature.country)
     routed = list(session.scalars(
         select(Target).join(RoutedSignature, RoutedSignature.target_id == Target.id)
         .where(RoutedSignature.signature_id == signature.id).order_by(RoutedSignature.id)))
-    if routed or signature.routed_at is not None:
-        return routed
-    return route(session, petition.id, signature.country)
+    return routed
 
 
 # --- what the official reads -------------------------------------------------------------------
