@@ -1014,6 +1014,7 @@ def outbox_rows(app: Any) -> list[dict[str, Any]]:
                     OutboundEmail.last_error,
                     OutboundEmail.sent_at,
                     OutboundEmail.next_attempt_at,
+                    OutboundEmail.reason,
                 )
             )
             return [dict(row._mapping) for row in result]

@@ -56,9 +56,13 @@ def test_a04_smtp_421_is_retried_with_jittered_backoff_until_delivered() -> None
     assert_targets(a04_smtp_temporary, options + " --timeout 40")
 
 
-def test_a05_smtp_550_is_never_retried() -> None:
-    # Broken variant: a 5xx answer treated as temporary -> the refused addresses are retried.
-    assert_targets(a05_smtp_permanent, "--emails 10 --refused 3 --watch 4 --timeout 60")
+def test_a05_smtp_550_is_never_retried_and_the_address_is_suppressed() -> None:
+    # Broken variants: a 5xx answer treated as temporary -> the refused addresses are retried;
+    # the outbox not suppressing on a refused mailbox -> 0 of 3 suppressed and the second
+    # confirmations reach SMTP.
+    figures = assert_targets(a05_smtp_permanent, "--emails 10 --refused 3 --watch 4 --timeout 60")
+    assert figures["suppression_of_refused"] == ["bounce"] * 3
+    assert figures["smtp_attempts_after_suppression"] == 0
 
 
 def test_a06_sends_due_later_go_once_by_next_attempt_at_and_despite_broker_redelivery() -> None:
