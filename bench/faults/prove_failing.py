@@ -66,7 +66,7 @@ SABOTAGES = (
         (("campaign/queue.py", '"max_retries": 0}', "}"),),
     ),
     Sabotage(
-        DELIVERY + "test_a03_database_cut_off_during_sends_and_relay",
+        DELIVERY + "test_a03_database_restarted_during_sends_and_relay",
         "the outcome of a send written once, not retried while the lease lasts",
         ((OUTBOX, "            if left <= 0:\n", "            if True:\n"),),
     ),
