@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import smtplib
 from datetime import timedelta
 from email.utils import getaddresses
 
-from sqlalchemy import update
+import pytest
+from flask_mail import Message
+from sqlalchemy import select, update
 
 from campaign.extensions import db
-from campaign.models import OutboundEmail, OutboxStatus, Signature
+from campaign.mail import sender
+from campaign.mail.reasons import refuses_mailbox
+from campaign.mail.sender import PermanentFailure, send_message
+from campaign.models import OutboundEmail, OutboxStatus, Signature, Suppression
 from campaign.models.base import utcnow
 from campaign.services.outbox import backoff_seconds, deliver
 from tests.support import deliver_due, sign
@@ -60,6 +66,102 @@ def test_permanent_failure_is_not_retried(client, demo, app, mailbox):
         db.session.commit()
     assert deliver_due(app) == {}
     assert mailbox.messages == []
+
+
+def _suppressions(app) -> list[tuple[str, str, int | None]]:
+    with app.app_context():
+        return [(r.email_index, r.reason, r.campaign_id) for r in db.session.scalars(select(Suppression))]
+
+
+def test_a_refused_mailbox_is_suppressed_with_the_failed_row_and_gets_no_more_mail(
+        client, demo, app, mailbox):
+    sign(client, email="gone@example.com")
+    mailbox.refusals["gone@example.com"] = "550 5.1.1 no such user"
+    assert deliver_due(app) == {"failed": 1}
+    row = _row(app)
+    assert row.status == OutboxStatus.FAILED and row.attempts == 1 and row.reason == "recipient_refused"
+    # A hard bounce for every campaign, under the blind index the row carries (never the address).
+    assert _suppressions(app) == [(row.recipient_index, "bounce", None)]
+
+    # Signing again with the bounced address: the confirmation is not sent (it would bounce
+    # again) and says why; an address that merely unsubscribed would still get it.
+    mailbox.refusals.clear()
+    sign(client, email="gone@example.com")
+    assert deliver_due(app) == {"cancelled": 1}
+    with app.app_context():
+        again = db.session.scalars(select(OutboundEmail).order_by(OutboundEmail.id.desc())).first()
+        assert again is not None and again.reason == "bounced" and again.attempts == 1
+    assert mailbox.messages == []
+    sign(client, email="other@example.com")
+    assert deliver_due(app) == {"sent": 1}
+
+
+def test_a_policy_refusal_fails_the_row_but_suppresses_nobody(client, demo, app, mailbox):
+    # 5.7.x is about us or the message (relay denied, spam): suppressing would punish the signer.
+    sign(client, email="fine@example.com")
+    mailbox.refusals["fine@example.com"] = "554 5.7.1 relay access denied"
+    assert deliver_due(app) == {"failed": 1}
+    row = _row(app)
+    assert row.status == OutboxStatus.FAILED and row.reason == "message_refused"
+    assert _suppressions(app) == []
+
+
+def test_the_suppression_and_the_failed_mark_are_one_transaction(client, demo, app, mailbox, monkeypatch):
+    import campaign.services.outbox as outbox
+
+    sign(client, email="gone@example.com")
+    mailbox.refusals["gone@example.com"] = "550 5.1.1 no such user"
+
+    def broken(session, index):
+        raise RuntimeError("the suppression write failed")
+
+    monkeypatch.setattr(outbox, "suppress_everywhere", broken)
+    with app.app_context(), pytest.raises(RuntimeError):
+        deliver(db.session, _row(app).id)
+    # Neither half was written: the row is still claimed, nobody suppressed.
+    row = _row(app)
+    assert row.status == OutboxStatus.SENDING and row.last_error == ""
+    assert _suppressions(app) == []
+    monkeypatch.undo()
+    with app.app_context():
+        db.session.execute(update(OutboundEmail).values(lease_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    assert deliver_due(app) == {"failed": 1}  # the sweep's retry gets the 550 again and records both
+    assert _row(app).status == OutboxStatus.FAILED
+    assert [reason for _, reason, _ in _suppressions(app)] == ["bounce"]
+
+
+@pytest.mark.parametrize(("code", "text", "at_rcpt", "mailbox"), [
+    (550, "5.1.1 no such user", True, True),
+    (550, b"5.1.1 <a@b.example>: user unknown", False, True),  # refused after DATA
+    (552, "5.2.1 mailbox disabled", True, True),
+    (550, "mailbox unavailable", True, True),
+    (550, "mailbox unavailable", False, False),  # after DATA without a code: maybe the content
+    (554, "5.7.1 relay access denied", True, False),
+    (550, "5.7.1 message rejected as spam", False, False),
+    (554, "transaction failed", True, False),
+    (450, "4.2.2 mailbox full", True, False),
+])
+def test_which_refusals_are_hard_bounces(code, text, at_rcpt, mailbox):
+    assert refuses_mailbox(code, text, at_rcpt) is mailbox
+
+
+@pytest.mark.parametrize(("error", "mailbox", "reason"), [
+    (smtplib.SMTPRecipientsRefused({"a@b.example": (550, b"5.1.1 no such user")}), True, "recipient_refused"),
+    (smtplib.SMTPRecipientsRefused({"a@b.example": (554, b"5.7.1 relay denied")}), False, "message_refused"),
+    (smtplib.SMTPDataError(550, b"5.1.1 user unknown"), True, "recipient_refused"),
+    (smtplib.SMTPDataError(554, b"5.7.1 spam"), False, "message_refused"),
+    (smtplib.SMTPSenderRefused(550, b"5.1.1 no such sender", "x@y.example"), False, "message_refused"),
+])
+def test_the_sender_says_which_permanent_failures_are_about_the_mailbox(app, monkeypatch, error, mailbox,
+                                                                         reason):
+    def refuse(state, message):
+        raise error
+
+    monkeypatch.setattr(sender, "_send", refuse)
+    with app.app_context(), pytest.raises(PermanentFailure) as caught:
+        send_message(Message("s", recipients=["a@b.example"], body="b", sender="x@y.example"))
+    assert caught.value.mailbox is mailbox and caught.value.reason == reason
 
 
 def test_gives_up_after_the_configured_attempts(make_app, mailbox):

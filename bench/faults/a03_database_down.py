@@ -2,19 +2,22 @@
 
 Two Celery workers and beat on a fresh PostgreSQL database, a private Redis, the SMTP sink.
 1. During a send: --emails rows are queued and published; when --at of them are delivered,
-   PostgreSQL is restarted (pg_ctlcluster ... restart) while sends are in flight: claims, SMTP
-   conversations and the "sent" updates are cut off.
+   PostgreSQL is restarted while sends are in flight: claims, SMTP conversations and the "sent"
+   updates are cut off.
 2. During relay: --relay-emails rows are queued but not published, so only the outbox sweep (the
    relay) hands them to the workers; PostgreSQL is restarted while it does.
 Every 2 s the outbox is sampled for rows still in `sending` more than a minute after their lease
 ran out; at the end the sink's messages are counted per recipient.
 
---mode proxy (the default) runs the workers and beat through a loopback TCP proxy to PostgreSQL
-and cuts it: every connection dropped, new ones refused for --down-for seconds, as a restart
-looks from the app, while the shared server keeps running (what `make test` does).
+--mode restart (the default) starts a PostgreSQL cluster of its own (initdb into a temporary
+directory, a free loopback port; as the postgres user when run as root) and points the app, the
+workers and beat at it, then really restarts it: `pg_ctl stop` with the --stop-modes in turn
+(fast: sessions ended and a clean shutdown; immediate: a crash, recovery at the next start),
+down for --down-for seconds, `pg_ctl start`.
+--mode proxy runs the workers and beat through a loopback TCP proxy to the shared PostgreSQL and
+cuts it: every connection dropped, new ones refused for --down-for seconds.
 --mode terminate cuts the workers' connections with pg_terminate_backend (no down time).
---mode restart really restarts the local PostgreSQL cluster: every other user of it (other test
-runs on this machine) loses its connections. It runs only by hand, with --allow-restart.
+The machine's shared PostgreSQL is never stopped or restarted.
 Target: 0 rows stuck in sending after lease + 1 min, 0 duplicates, 0 missing.
 """
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import subprocess
+import os
 import sys
 import threading
 import time
@@ -35,8 +38,8 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.faults.harness import (
-    PG_ADMIN_URL,
     Beat,
+    PrivatePostgres,
     RedisServer,
     Sink,
     Target,
@@ -80,17 +83,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--mode",
-        choices=("proxy", "terminate", "restart"),
-        default="proxy",
-        help="cut a proxy, terminate the app's connections, or restart PostgreSQL (default: proxy)",
+        choices=("restart", "proxy", "terminate"),
+        default="restart",
+        help="restart a private PostgreSQL cluster, cut a proxy to the shared one, or terminate the "
+        "app's connections (default: restart)",
     )
     parser.add_argument(
-        "--down-for", type=float, default=5.0, help="proxy mode: seconds refused (default: 5)"
+        "--down-for",
+        type=float,
+        default=5.0,
+        help="seconds the database is down (restart: between stop and start; proxy: refused) (default: 5)",
     )
     parser.add_argument(
-        "--allow-restart",
-        action="store_true",
-        help="needed with --mode restart: it restarts the PostgreSQL that everything on this machine uses",
+        "--stop-modes",
+        default="fast,immediate",
+        help="restart mode: pg_ctl stop -m for each restart in turn (default: fast,immediate)",
     )
     parser.add_argument(
         "--smtp-delay",
@@ -108,30 +115,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser.parse_args(argv)
-
-
-def restart_postgresql() -> float:
-    """pg_ctlcluster restart of the local cluster; returns seconds until it accepts connections."""
-    import psycopg
-
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
-    started = time.monotonic()
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-    def up() -> bool:
-        try:
-            with psycopg.connect(PG_ADMIN_URL, connect_timeout=2):
-                return True
-        except psycopg.Error:
-            return False
-
-    wait_for(up, 60, 0.1)
-    return time.monotonic() - started
 
 
 class StuckSampler:
@@ -175,25 +158,20 @@ class StuckSampler:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.mode == "restart":
-        if not args.allow_restart or not sys.stdin.isatty():
-            raise SystemExit(
-                "--mode restart restarts the shared PostgreSQL: run it by hand with --allow-restart"
-            )
-        print(
-            "\n"
-            + "!" * 78
-            + "\n!! A3 --mode restart: the local PostgreSQL cluster WILL BE RESTARTED twice.\n"
-            "!! Every other program and test run using it loses its connections. Ctrl-C now to stop.\n"
-            + "!"
-            * 78,
-            flush=True,
-        )
-        time.sleep(10)
     figures: dict[str, Any] = {"mode": args.mode}
+    stop_modes = [m.strip() for m in args.stop_modes.split(",") if m.strip()]
+    if args.mode == "restart" and (not stop_modes or set(stop_modes) - {"fast", "immediate", "smart"}):
+        raise SystemExit("--stop-modes: a list of fast, immediate or smart")
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(workdir(args.keep))
-        database = stack.enter_context(fresh_database("a03", args.keep))
+        cluster: PrivatePostgres | None = None
+        if args.mode == "restart":
+            cluster = PrivatePostgres("a03")
+            stack.callback(cluster.close)
+            database = cluster.create_database(f"fault_a03_{os.getpid()}")
+            log(f"private PostgreSQL on 127.0.0.1:{cluster.port} ({cluster.root})")
+        else:
+            database = stack.enter_context(fresh_database("a03", args.keep))
         proxy: TcpProxy | None = None
         if args.mode == "proxy":
             parts = urlsplit(database)
@@ -246,10 +224,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "down_s": args.down_for,
                     "smtp_in_flight": flying,
                 }
-            if args.mode == "restart":
-                seconds = restart_postgresql()
-                log(f"{label}: PostgreSQL restarted, back after {seconds:.1f} s")
-                return {"phase": label, "restart_s": round(seconds, 2), "smtp_in_flight": flying}
+            if cluster is not None:
+                mode = stop_modes[len(cluster.restarts) % len(stop_modes)]
+                done = cluster.restart(mode, args.down_for)
+                log(f"{label}: private PostgreSQL stopped ({mode}) and started, down {done['down_s']:.1f} s")
+                return {"phase": label, **done, "smtp_in_flight": flying}
             killed = terminate_backends(database)
             log(f"{label}: {killed} connections terminated")
             return {"phase": label, "connections_terminated": killed, "smtp_in_flight": flying}

@@ -6,9 +6,10 @@
 show up within --watch seconds, which the run then waits.
 
 Reports the RCPT attempts each refused address got (retries = attempts - 1), their outbox state,
-and whether they are on the suppression list. Target: 0 retries, 100% suppressed. Suppressing an
-address on a hard bounce belongs to a later issue (RELIABILITY.md test 22); until it is built the
-suppressed count is reported, not required.
+and each one's suppression state (a hard bounce for every campaign, under its blind index).
+Target: 0 retries, 100% suppressed. Then a second confirmation is queued for every refused
+address (as when the person signs again): none may reach the SMTP server (each cancelled as
+"bounced"), and the accepted addresses stay unsuppressed.
 """
 
 from __future__ import annotations
@@ -107,6 +108,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         refused_rows = [rows[ids[a]] for a in refused]
         with sink.lock:
             rcpts = {a: len(sink.refused.get(a, [])) for a in refused}
+        states = suppression_states(app, addresses)
+
+        # Later mail to a suppressed address: a second confirmation each, as if they signed again.
+        again = queue_again(app, [ids[a] for a in refused])
+        publish(app, again)
+        wait_for(
+            lambda: all(r["status"] not in ("queued", "sending") for r in outbox_rows(app)), args.timeout, 0.5
+        )
+        later = [r for r in outbox_rows(app) if r["id"] in set(again)]
+        with sink.lock:
+            rcpts_after = {a: len(sink.refused.get(a, [])) for a in refused}
         accepted = [a for a in addresses if a not in set(refused)]
         figures: dict[str, Any] = {
             "refused_addresses": len(refused),
@@ -115,8 +127,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "refused_rows_by_status": dict(Counter(r["status"] for r in refused_rows)),
             "refused_rows_attempts": dict(Counter(str(r["attempts"]) for r in refused_rows)),
             "last_error_example": refused_rows[0]["last_error"] if refused_rows else None,
-            "suppressed": suppressed_count(app, refused),
-            "suppression_on_hard_bounce": "not built yet (a later issue, RELIABILITY.md test 22)",
+            # Per refused address (by position, never the address): its suppression, or null.
+            "suppression_of_refused": [states[a] for a in refused],
+            "suppressed": sum(1 for a in refused if states[a] == "bounce"),
+            "suppressed_share": (sum(1 for a in refused if states[a] == "bounce") / len(refused))
+            if refused
+            else 1.0,
+            "accepted_addresses_suppressed": sum(1 for a in addresses if a not in set(refused) and states[a]),
+            "later_emails_to_refused": len(later),
+            "later_emails_by_outcome": dict(Counter(f"{r['status']}:{r['reason']}" for r in later)),
+            "smtp_attempts_after_suppression": sum(rcpts_after.values()) - sum(rcpts.values()),
         }
         others = delivery_figures(sink, accepted)
         figures["other_addresses_delivered"] = others["delivered"]
@@ -125,17 +145,62 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
-def suppressed_count(app: Any, emails: list[str]) -> int | None:
-    """How many of these addresses are on the suppression list; None if there is no such list."""
-    try:
-        from campaign.services.suppression import is_suppressed
-    except ImportError:
-        return None
+def suppression_states(app: Any, emails: list[str]) -> dict[str, str | None]:
+    """Each address's suppression for every campaign (its reason), found by its blind index; None
+    when it has none."""
+    from sqlalchemy import select
+
     from campaign.extensions import db
+    from campaign.models import Suppression
+    from campaign.services.suppression import email_index_of
 
     with app.app_context():
         try:
-            return sum(1 for e in emails if is_suppressed(db.session, e))
+            indexes = {e: email_index_of(e) for e in emails}
+            found: dict[str, str] = dict(
+                db.session.execute(
+                    select(Suppression.email_index, Suppression.reason).where(
+                        Suppression.campaign_id.is_(None), Suppression.email_index.in_(indexes.values())
+                    )
+                ).all()
+            )
+            return {e: found.get(index) for e, index in indexes.items()}
+        finally:
+            db.session.remove()
+
+
+def queue_again(app: Any, email_ids: list[int]) -> list[int]:
+    """A second confirmation row for each of these rows' signatures (form:<signature>:2)."""
+    from sqlalchemy import insert, select
+
+    from campaign.extensions import db
+    from campaign.models import OutboundEmail
+
+    with app.app_context():
+        try:
+            rows = (
+                db.session.execute(select(OutboundEmail).where(OutboundEmail.id.in_(email_ids)))
+                .scalars()
+                .all()
+            )
+            values = [
+                {
+                    "idempotency_key": f"form:{r.signature_id}:2",
+                    "kind": r.kind,
+                    "petition_id": r.petition_id,
+                    "signature_id": r.signature_id,
+                    "recipient_index": r.recipient_index,
+                    "from_public_form": True,
+                }
+                for r in rows
+            ]
+            new = (
+                list(db.session.scalars(insert(OutboundEmail).returning(OutboundEmail.id), values))
+                if values
+                else []
+            )
+            db.session.commit()
+            return new
         finally:
             db.session.remove()
 
@@ -153,6 +218,20 @@ def check(figures: dict[str, Any], args: argparse.Namespace) -> list[Target]:
             figures["refused_rows_by_status"] == {"failed": figures["refused_addresses"]}
             and figures["refused_rows_attempts"] == {"1": figures["refused_addresses"]},
             f"{figures['refused_rows_by_status']}, attempts {figures['refused_rows_attempts']}",
+        ),
+        Target(
+            "100% of the refused addresses suppressed (hard bounce, every campaign)",
+            figures["suppressed"] == figures["refused_addresses"],
+            f"{figures['suppressed']} of {figures['refused_addresses']}",
+        ),
+        Target(
+            "no later email to a suppressed address reaches SMTP; nobody else suppressed",
+            figures["smtp_attempts_after_suppression"] == 0
+            and figures["later_emails_by_outcome"] == {"cancelled:bounced": figures["refused_addresses"]}
+            and figures["accepted_addresses_suppressed"] == 0,
+            f"{figures['smtp_attempts_after_suppression']} SMTP attempts, "
+            f"{figures['later_emails_by_outcome']}, "
+            f"{figures['accepted_addresses_suppressed']} accepted addresses suppressed",
         ),
         Target(
             "the others delivered once",

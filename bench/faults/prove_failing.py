@@ -43,6 +43,7 @@ SIGN_END = """    if row is None:  # a concurrent repeat already queued this ema
 """
 DELIVERY = "tests/faults/test_delivery.py::"
 ABUSE = "tests/faults/test_abuse.py::"
+A05 = DELIVERY + "test_a05_smtp_550_is_never_retried_and_the_address_is_suppressed"
 A06 = DELIVERY + "test_a06_sends_due_later_go_once_by_next_attempt_at_and_despite_broker_redelivery"
 A12 = DELIVERY + "test_a12_sqlite_mode_relay_killed_down_and_transaction_coupling"
 B13_TO_B17 = ABUSE + "test_b13_to_b17_signing_load_bursts_aliases_mail_bomb_and_trending_through_one_stack"
@@ -65,7 +66,7 @@ SABOTAGES = (
         (("campaign/queue.py", '"max_retries": 0}', "}"),),
     ),
     Sabotage(
-        DELIVERY + "test_a03_database_cut_off_during_sends_and_relay",
+        DELIVERY + "test_a03_database_restarted_during_sends_and_relay",
         "the outcome of a send written once, not retried while the lease lasts",
         ((OUTBOX, "            if left <= 0:\n", "            if True:\n"),),
     ),
@@ -81,7 +82,7 @@ SABOTAGES = (
         ),
     ),
     Sabotage(
-        DELIVERY + "test_a05_smtp_550_is_never_retried",
+        A05,
         "a 5xx answer treated as temporary",
         (
             (
@@ -90,6 +91,11 @@ SABOTAGES = (
                 "    except (TemporaryFailure, PermanentFailure) as error:",
             ),
         ),
+    ),
+    Sabotage(
+        A05,
+        "a refused mailbox not put on the suppression list",
+        ((OUTBOX, "        if error.mailbox and index is not None:", "        if False:"),),
     ),
     Sabotage(
         A06,

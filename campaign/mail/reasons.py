@@ -19,7 +19,8 @@ REASONS: dict[str, str] = {
     "recipient_deferred": "The recipient's mail provider is not taking mail for this address right now "
                           "(for example a full mailbox). It is tried again automatically.",
     "recipient_refused": "The recipient's mail provider refused this address: it may be mistyped or no "
-                         "longer exist. It is not tried again.",
+                         "longer exist. It is not tried again, and the platform sends this address no "
+                         "more mail.",
     "message_refused": "The mail server refused this message. It is not tried again; if many messages show "
                        "this, tell whoever runs the platform.",
     "bad_message": "The message could not be written safely (something in it is not allowed in an email), "
@@ -27,9 +28,33 @@ REASONS: dict[str, str] = {
     "gave_up": "It was tried the greatest number of times allowed without success, and is not tried again.",
     "worker_stopped": "The sending program stopped every time it tried this message; it is not tried again.",
     "suppressed": "This address unsubscribed, bounced or complained earlier, so we never mail it again.",
+    "bounced": "The recipient's mail provider refused this address before (it may be mistyped or no longer "
+               "exist), so nothing is sent to it any more, not even a request to confirm.",
     "not_needed": "It was no longer needed when its turn came (for example the signature was already "
                   "confirmed or removed), so it was not sent.",
 }
+
+# An enhanced status code (RFC 3463) at the start of a reply: "5.1.1 no such user".
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.\d{1,3}\b")
+
+
+def refuses_mailbox(code: int, text: str | bytes, at_rcpt: bool) -> bool:
+    """True when a 5xx reply says the recipient's mailbox will never take mail (a hard bounce), so
+    the address is suppressed; False for refusals of the message or of us (policy, spam, relay
+    denied: 5.7.x, or a sender refused), which say nothing about the address.
+
+    With an enhanced code: 5.1.x (bad address) and 5.2.x (mailbox disabled). Without one, only
+    550, 551 and 553 at RCPT: the same numbers after DATA are as often about the content.
+    """
+    if not 500 <= code < 600:
+        return False
+    if isinstance(text, bytes):  # smtplib keeps replies as bytes
+        text = text.decode("utf-8", "replace")
+    enhanced = _ENHANCED.match(text)
+    if enhanced:
+        return enhanced.group(1) == "5" and enhanced.group(2) in {"1", "2"}
+    return at_rcpt and code in {550, 551, 553}
+
 
 _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
 # Long runs of letters and digits that hold a digit, or hex: ids, tokens, signed links.

@@ -17,6 +17,8 @@ from typing import Any
 from flask import current_app
 from flask_mail import BadHeaderError, Connection, Message
 
+from campaign.mail.reasons import refuses_mailbox
+
 
 class TemporaryFailure(Exception):
     """Try again later: the server is busy, unreachable or said 4xx."""
@@ -27,11 +29,15 @@ class TemporaryFailure(Exception):
 
 
 class PermanentFailure(Exception):
-    """Do not try again: the server refused the message or the address (5xx)."""
+    """Do not try again: the server refused the message or the address (5xx).
 
-    def __init__(self, text: str, reason: str = "message_refused") -> None:
+    mailbox is True when the refusal is about the recipient's mailbox (a hard bounce:
+    campaign.mail.reasons.refuses_mailbox), which puts the address on the suppression list."""
+
+    def __init__(self, text: str, reason: str = "message_refused", mailbox: bool = False) -> None:
         super().__init__(text)
         self.reason = reason
+        self.mailbox = mailbox
 
 
 @functools.cache
@@ -159,11 +165,19 @@ def send_message(message: Message) -> None:
         detail = "; ".join(f"{code} {text!r}" for code, text in error.recipients.values())
         if codes and all(400 <= code < 500 for code in codes):
             raise TemporaryFailure(f"recipient deferred: {detail}", "recipient_deferred") from error
-        raise PermanentFailure(f"recipient refused: {detail}", "recipient_refused") from error
+        mailbox = any(refuses_mailbox(code, text, at_rcpt=True)
+                      for code, text in error.recipients.values())
+        raise PermanentFailure(f"recipient refused: {detail}",
+                               "recipient_refused" if mailbox else "message_refused", mailbox) from error
     except smtplib.SMTPResponseException as error:
         text = f"{error.smtp_code} {error.smtp_error!r}"
         if 500 <= error.smtp_code < 600:
-            raise PermanentFailure(text) from error
+            # After DATA the one recipient may still be refused (servers that check late); a
+            # refused sender (MAIL FROM) is about us, never the recipient.
+            mailbox = isinstance(error, smtplib.SMTPDataError) and refuses_mailbox(
+                error.smtp_code, error.smtp_error, at_rcpt=False)
+            raise PermanentFailure(text, "recipient_refused" if mailbox else "message_refused",
+                                   mailbox) from error
         raise TemporaryFailure(text) from error
     except (TimeoutError, smtplib.SMTPException, OSError) as error:
         raise TemporaryFailure(f"{type(error).__name__}: {error}", "unreachable") from error

@@ -133,14 +133,22 @@ def apply_events(session: DbSession, events: Iterable[Event]) -> dict[str, int]:
                 continue
             counts["soft_bounce_suppressed"] += 1
         reason = SuppressionReason.COMPLAINT if event.kind == "complaint" else SuppressionReason.BOUNCE
-        suppress(session, index, reason)
-        session.execute(
-            update(UpdateRecipient)
-            .where(UpdateRecipient.email_index == index, UpdateRecipient.status == RecipientStatus.QUEUED)
-            .values(status=RecipientStatus.SUPPRESSED, error=reason.value)
-            .execution_options(synchronize_session=False)
-        )
+        suppress_everywhere(session, index, reason)
     return counts
+
+
+def suppress_everywhere(session: DbSession, index: str,
+                        reason: SuppressionReason = SuppressionReason.BOUNCE) -> None:
+    """Suppress a mailbox (blind index) for every campaign and drop its queued update emails, in
+    the caller's transaction: a hard bounce or a complaint, whether a webhook, a bounce report
+    or the SMTP server's own 5xx (the outbox, campaign.services.outbox) said so."""
+    suppress(session, index, reason)
+    session.execute(
+        update(UpdateRecipient)
+        .where(UpdateRecipient.email_index == index, UpdateRecipient.status == RecipientStatus.QUEUED)
+        .values(status=RecipientStatus.SUPPRESSED, error=reason.value)
+        .execution_options(synchronize_session=False)
+    )
 
 
 # --- mailbox files ------------------------------------------------------------------------------

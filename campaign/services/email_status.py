@@ -44,7 +44,7 @@ def _state(kind: str, status: str, attempts: int, reason: str, paused: frozenset
     if status == OutboxStatus.FAILED:
         return "refused"
     if status == OutboxStatus.CANCELLED:
-        return "suppressed" if reason == "suppressed" else "not_needed"
+        return "suppressed" if reason in {"suppressed", "bounced"} else "not_needed"
     if queue_for(kind) in paused:
         return "paused"
     return "retrying" if status == OutboxStatus.QUEUED and attempts > 0 else "waiting"

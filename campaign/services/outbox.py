@@ -30,8 +30,9 @@ from campaign.mail.reasons import scrub_error
 from campaign.mail.sender import PermanentFailure, TemporaryFailure, send_message
 from campaign.models import OutboundEmail, OutboxStatus, Petition
 from campaign.models.base import utcnow
+from campaign.services.bounces import suppress_everywhere
 from campaign.services.killswitch import switches
-from campaign.services.suppression import is_supporter_mail, outbox_row_suppressed
+from campaign.services.suppression import is_index_bounced, is_supporter_mail, outbox_row_suppressed
 from campaign.services.types import DbSession
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,9 @@ def deliver(session: DbSession, email_id: int) -> str:
     row = claim(session, email_id)
     if row is None:
         return "skipped"
-    if _suppressed(session, row):
-        return _finish(session, row, OutboxStatus.CANCELLED, "recipient suppressed", "suppressed")
+    suppressed = _suppressed(session, row)
+    if suppressed:
+        return _finish(session, row, OutboxStatus.CANCELLED, "recipient suppressed", suppressed)
     builder = _builders.get(row.kind)
     draft = builder(session, row) if builder else None
     if draft is None:
@@ -222,9 +224,18 @@ def deliver(session: DbSession, email_id: int) -> str:
         _crash_point("after_smtp")
     except TemporaryFailure as error:
         return _retry_later(session, row, str(error), error.reason)
-    except (PermanentFailure, ValueError) as error:
-        # A ValueError is a message the email package would not write (e.g. a refused header).
-        return _finish(session, row, OutboxStatus.FAILED, str(error), getattr(error, "reason", "bad_message"))
+    except PermanentFailure as error:
+        index = row.recipient_index
+        if error.mailbox and index is not None:
+            # A hard bounce at the door: the address is suppressed in the transaction that marks
+            # the row failed, as a bounce report would (officials' letters have no index: their
+            # refusals show in the ledger instead).
+            return _finish(session, row, OutboxStatus.FAILED, str(error), error.reason,
+                           also=lambda s: suppress_everywhere(s, index))
+        return _finish(session, row, OutboxStatus.FAILED, str(error), error.reason)
+    except ValueError as error:
+        # A message the email package would not write (e.g. a refused header).
+        return _finish(session, row, OutboxStatus.FAILED, str(error), "bad_message")
     email_id, kind = row.id, row.kind  # read before _finish's commit expires them
     outcome = _finish(session, row, OutboxStatus.SENT, "")
     _after_sent(session, email_id, kind)
@@ -256,14 +267,19 @@ def _after_sent(session: DbSession, email_id: int, kind: str) -> None:
         log.exception("after-sent hook for email %s failed", email_id)
 
 
-def _suppressed(session: DbSession, row: OutboundEmail) -> bool:
-    # Supporter mail to an address on the suppression list (blind index) is never sent.
+def _suppressed(session: DbSession, row: OutboundEmail) -> str:
+    """Why the row must not be sent ("suppressed", "bounced"), or "" when it may go.
+
+    Supporter mail to an address on the suppression list (blind index) is never sent; the sign
+    form's own emails are not sent to a mailbox that hard-bounced."""
+    if row.recipient_index is None:
+        return ""
     if not is_supporter_mail(row):
-        return False
+        return "bounced" if is_index_bounced(session, row.recipient_index) else ""
     campaign_id = None
     if row.petition_id is not None:
         campaign_id = session.scalar(select(Petition.campaign_id).where(Petition.id == row.petition_id))
-    return outbox_row_suppressed(session, row, campaign_id)
+    return "suppressed" if outbox_row_suppressed(session, row, campaign_id) else ""
 
 
 def _ours(row: OutboundEmail) -> Any:
@@ -274,11 +290,11 @@ def _ours(row: OutboundEmail) -> Any:
 
 
 def _finish(session: DbSession, row: OutboundEmail, status: OutboxStatus, error: str,
-            reason: str = "") -> str:
+            reason: str = "", also: Callable[[DbSession], None] | None = None) -> str:
     now = utcnow()
     # Scrubbed: an SMTP reply may quote the recipient's address or a token.
-    _record(session, row, status=status, lease_until=None, last_error=scrub_error(error), reason=reason,
-            sent_at=now if status == OutboxStatus.SENT else None)
+    _record(session, row, also, status=status, lease_until=None, last_error=scrub_error(error),
+            reason=reason, sent_at=now if status == OutboxStatus.SENT else None)
     return {OutboxStatus.SENT: "sent", OutboxStatus.CANCELLED: "cancelled"}.get(status, "failed")
 
 
@@ -290,15 +306,16 @@ def _retry_later(session: DbSession, row: OutboundEmail, error: str, reason: str
     delay = backoff_seconds(row.attempts, int(config["OUTBOX_BACKOFF_BASE"]),
                             int(config["OUTBOX_BACKOFF_MAX"]))
     email_id, attempts = row.id, row.attempts  # read before the commit expires them
-    _record(session, row, status=OutboxStatus.QUEUED, lease_until=None, last_error=scrub_error(error),
+    _record(session, row, None, status=OutboxStatus.QUEUED, lease_until=None, last_error=scrub_error(error),
             reason=reason, next_attempt_at=utcnow() + timedelta(seconds=delay))
     # Ids and numbers only (an SMTP answer may quote the address); the fault suite reads the delays.
     log.info("email %s: attempt %s deferred, next in %.1f s", email_id, attempts, delay)
     return "retry"
 
 
-def _record(session: DbSession, row: OutboundEmail, **values: Any) -> None:
-    """Write a claim's outcome, fenced by its lease.
+def _record(session: DbSession, row: OutboundEmail, also: Callable[[DbSession], None] | None,
+            **values: Any) -> None:
+    """Write a claim's outcome, fenced by its lease, and whatever `also` writes, in one transaction.
 
     SMTP may already have accepted the email: an outcome lost to a dropped connection or a
     database restart would have the row sent again once its lease ran out. So a failed write is
@@ -312,6 +329,8 @@ def _record(session: DbSession, row: OutboundEmail, **values: Any) -> None:
         try:
             session.execute(update(OutboundEmail).where(fence).values(**values)
                             .execution_options(synchronize_session=False))
+            if also is not None:
+                also(session)
             session.commit()
             return
         except DBAPIError:

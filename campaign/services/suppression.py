@@ -1,7 +1,8 @@
 """The suppression list: addresses that unsubscribed, bounced or complained, kept as their blind
 index only. Supporter mail (anything the outbox sends to a signer that the signer did not just
-ask for) is skipped for a suppressed address; the sign form's own confirmation is not, since
-the person has just asked for it."""
+ask for) is skipped for a suppressed address. The sign form's own emails (the confirmation) still
+go after an unsubscribe or a complaint, since the person has just asked for them, but not to a
+mailbox that hard-bounced: it would only bounce again."""
 
 from __future__ import annotations
 
@@ -63,6 +64,14 @@ def is_suppressed(session: DbSession, email: str, campaign_id: int | None = None
     except ValueError:
         return False
     return is_index_suppressed(session, index, campaign_id)
+
+
+def is_index_bounced(session: DbSession, email_index: str) -> bool:
+    """True if the mailbox hard-bounced (a bounce suppression for every campaign): nothing can
+    reach it, so not even the sign form's own emails are sent."""
+    return session.scalar(select(Suppression.id).where(
+        Suppression.email_index == email_index, Suppression.campaign_id.is_(None),
+        Suppression.reason == SuppressionReason.BOUNCE).limit(1)) is not None
 
 
 def is_supporter_mail(row: OutboundEmail) -> bool:

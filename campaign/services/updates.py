@@ -33,6 +33,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import and_, case, func, insert, literal, or_, select, update
 
 from campaign.mail.messages import Draft, HeaderInjection, build_message, display_name
+from campaign.mail.reasons import refuses_mailbox
 from campaign.mail.sender import TemporaryFailure, send_message, smtp_connection
 from campaign.models import (
     Campaign,
@@ -823,8 +824,10 @@ def send_batch(
                         _retry(session, r.id, lease, f"deferred {codes[0]}")
                         result.retry += 1
                     else:
-                        # A hard bounce at the door: never again, from any campaign (R5).
-                        suppress(session, r.email_index, SuppressionReason.BOUNCE)
+                        if any(refuses_mailbox(code, text, at_rcpt=True)
+                               for code, text in error.recipients.values()):
+                            # A hard bounce at the door: never again, from any campaign (R5).
+                            suppress(session, r.email_index, SuppressionReason.BOUNCE)
                         _mark(
                             session,
                             [r.id],
@@ -835,6 +838,9 @@ def send_batch(
                         result.failed += 1
                 except smtplib.SMTPResponseException as error:
                     if 500 <= error.smtp_code < 600:
+                        if isinstance(error, smtplib.SMTPDataError) and refuses_mailbox(
+                                error.smtp_code, error.smtp_error, at_rcpt=False):
+                            suppress(session, r.email_index, SuppressionReason.BOUNCE)
                         _mark(
                             session,
                             [r.id],

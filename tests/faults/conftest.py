@@ -23,6 +23,14 @@ def services() -> None:
         pytest.skip(missing)
 
 
+@pytest.fixture
+def private_postgres() -> None:
+    """initdb and pg_ctl, to start a PostgreSQL cluster of the test's own (A3 restarts it)."""
+    missing = harness.private_postgres_missing()
+    if missing:
+        pytest.skip(missing)
+
+
 def assert_targets(module: Any, options: str, **shared: Any) -> dict[str, Any]:
     """Run a fault benchmark with these command-line options (and a shared web stack, for those
     that take one); fail with every missed target."""

@@ -42,12 +42,15 @@ def test_a02_redis_down_while_signing_loses_nothing_and_never_stalls() -> None:
     assert_targets(a02_redis_down, options + " --drain-timeout 60")
 
 
-def test_a03_database_cut_off_during_sends_and_relay() -> None:
-    # The workers and beat reach PostgreSQL through a loopback proxy that is cut for 2 s (the
-    # shared server is never restarted here). Broken variant: a send's outcome written once, not
-    # retried -> the cut-off sends go out twice.
-    options = "--mode proxy --down-for 2 --emails 16 --relay-emails 12 --smtp-delay 0.6 --lease 3"
-    assert_targets(a03_database_down, options + " --sweep-interval 1 --grace 1 --timeout 60")
+@pytest.mark.usefixtures("private_postgres")
+def test_a03_database_restarted_during_sends_and_relay() -> None:
+    # A PostgreSQL cluster of the test's own (the shared server is never restarted) really
+    # stopped for 2 s while sends are in flight (pg_ctl stop -m fast) and while only the sweep
+    # relays (-m immediate, a crash). Broken variant: a send's outcome written once, not retried
+    # -> the sends cut off after SMTP accepted them go out twice.
+    options = "--mode restart --down-for 2 --emails 16 --relay-emails 12 --smtp-delay 0.6 --lease 6"
+    figures = assert_targets(a03_database_down, options + " --sweep-interval 1 --grace 1 --timeout 60")
+    assert [c["stop_mode"] for c in figures["cuts"]] == ["fast", "immediate"]
 
 
 def test_a04_smtp_421_is_retried_with_jittered_backoff_until_delivered() -> None:
@@ -56,9 +59,13 @@ def test_a04_smtp_421_is_retried_with_jittered_backoff_until_delivered() -> None
     assert_targets(a04_smtp_temporary, options + " --timeout 40")
 
 
-def test_a05_smtp_550_is_never_retried() -> None:
-    # Broken variant: a 5xx answer treated as temporary -> the refused addresses are retried.
-    assert_targets(a05_smtp_permanent, "--emails 10 --refused 3 --watch 4 --timeout 60")
+def test_a05_smtp_550_is_never_retried_and_the_address_is_suppressed() -> None:
+    # Broken variants: a 5xx answer treated as temporary -> the refused addresses are retried;
+    # the outbox not suppressing on a refused mailbox -> 0 of 3 suppressed and the second
+    # confirmations reach SMTP.
+    figures = assert_targets(a05_smtp_permanent, "--emails 10 --refused 3 --watch 4 --timeout 60")
+    assert figures["suppression_of_refused"] == ["bounce"] * 3
+    assert figures["smtp_attempts_after_suppression"] == 0
 
 
 def test_a06_sends_due_later_go_once_by_next_attempt_at_and_despite_broker_redelivery() -> None:

@@ -21,6 +21,7 @@ from campaign.models import (
     RoutedSignature,
     Signature,
     SignatureStatus,
+    Suppression,
     Target,
     TargetMailing,
     User,
@@ -310,6 +311,8 @@ def test_a_refused_target_is_bounced_in_the_ledger_and_the_organizers_are_warned
     add_signer(session, petition, "Ada", "ada@example.com", "DE")
     add_signer(session, petition, "Bob", "bob@example.com", "DE")
     assert send_all(session, mapp) == {"failed": 2}
+    # An official's refusal goes to the ledger, never to the supporters' suppression list.
+    assert session.scalar(select(func.count()).select_from(Suppression)) == 0
     result = run_mailings(session)
     assert result.warned == 1
     assert run_mailings(session).warned == 0  # once per episode

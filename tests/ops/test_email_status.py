@@ -145,6 +145,19 @@ def test_a_refused_email_is_stored_scrubbed_with_its_reason_and_explained_in_pla
     assert escape(REASONS["recipient_refused"]) in html
     assert "550" not in html and "no such user" not in html  # never the raw reply
 
+    # The refusal suppressed the mailbox: a later confirmation (the person signs again) is not
+    # sent, and the look-up says why in words of its own.
+    with app.app_context():
+        index = db.session.scalar(select(OutboundEmail.recipient_index).where(OutboundEmail.id == rows[0]))
+        again = OutboundEmail(idempotency_key="again:1", kind=CONFIRMATION, petition_id=side.petition_id,
+                              signature_id=side.signature_id, recipient_index=index, from_public_form=True)
+        db.session.add(again)
+        db.session.commit()
+        assert deliver(db.session, again.id) == "cancelled"
+    html = _look_up(client, side.petition_id, "pending-a@example.net")
+    assert 'data-state="suppressed"' in html and escape(REASONS["bounced"]) in html
+    assert len(mailbox.messages) == 0
+
     # A temporary failure: retrying, with the next try in words and as a time.
     with app.app_context():
         db.session.execute(delete(OutboundEmail).where(OutboundEmail.petition_id == side.petition_id))
