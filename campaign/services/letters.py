@@ -140,10 +140,9 @@ def letter_recipients(session: DbSession, signature: Signature) -> list[Target]:
         # Not routed yet (every confirmation email): route_on_confirmation writes the rows
         # in the transaction that sets routed_at, so there are none to read.
         return route(session, petition.id, signature.country)
-    routed = list(session.scalars(
+    return list(session.scalars(
         select(Target).join(RoutedSignature, RoutedSignature.target_id == Target.id)
         .where(RoutedSignature.signature_id == signature.id).order_by(RoutedSignature.id)))
-    return routed
 
 
 # --- what the official reads -------------------------------------------------------------------
