@@ -10,6 +10,7 @@ kill     signatures at --rate per second for --seconds while the relay is SIGKIL
          relay had taken comes back through the sweep.) The relay runs Celery's solo pool on this
          broker, so a pool child kill finds none (pid null) and a target checks there is none: a
          prefork child SIGKILLed while idle wedged the whole pool (docs/reliability.md).
+         --smtp-delay slows each send so that a kill takes a claimed send with it.
 down     signatures at --rate for --seconds while the relay is down for --down-for seconds: the
          embedded mode has no Redis, its queue is the relay. (Test 2.)
 coupling bench/faults/a09_transaction_coupling.py --database sqlite. (Test 9.)
@@ -95,6 +96,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backoff-base", type=int, default=30, help="OUTBOX_BACKOFF_BASE (default: 30)")
     parser.add_argument("--drain-timeout", type=float, default=600.0, help="longest wait for the emails (s)")
     parser.add_argument("--seed", type=int, default=None, help="random seed for the kill times")
+    parser.add_argument(
+        "--smtp-delay",
+        type=float,
+        default=0.0,
+        help="kill part: the sink answers DATA this late, so the relay is mid-send when killed (s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser.parse_args(argv)
@@ -240,8 +247,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         )
                     log(f"kill: {kind} at {elapsed:.1f} s")
 
+            sink.delay(args.smtp_delay)
             figures["kill"] = load_part("a12kill", kill_tick)
+            sink.delay(0.0)
             figures["kill"]["kills"] = events
+            figures["kill"]["smtp_delay_s"] = args.smtp_delay
             figures["kill"]["relay_pool_children"] = len(relay.pool_children())
 
         if "down" in parts:
