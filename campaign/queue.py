@@ -43,6 +43,7 @@ def _celery_config(app: Flask) -> dict[str, Any]:
     broker = config["CELERY_BROKER_URL"]
     timeout = float(config["BROKER_CONNECT_TIMEOUT"])
     transport: dict[str, Any] = {}
+    pool: dict[str, Any] = {}
     if broker.startswith("filesystem"):
         folder = Path(config["CELERY_BROKER_FOLDER"] or Path(app.instance_path) / "broker")
         for sub in ("queue", "processed", "control"):
@@ -53,6 +54,11 @@ def _celery_config(app: Flask) -> dict[str, Any]:
                      # kombu polls the folder once a second by default and takes one message per
                      # poll: the relay sent 1 email a second (bench/faults/a12_sqlite_mode.py).
                      "polling_interval": 0.05}
+        # This transport has no event loop, so a prefork worker uses billiard's plain pool: its
+        # children share one job pipe behind a lock that an idle child holds while it waits. A
+        # child SIGKILLed there never releases it, and the pool runs nothing again (A12). The
+        # solo pool runs tasks in the relay itself; a SIGKILL of it is what the outbox sweep covers.
+        pool["worker_pool"] = "solo"
     elif broker.startswith(("redis", "rediss")):
         # One short timeout for every Redis command: a hung Redis must not hold a signing request
         # (kombu polls BRPOP with a 1 s timeout, which stays below it).
@@ -132,6 +138,7 @@ def _celery_config(app: Flask) -> dict[str, Any]:
             },
         },
         "timezone": "UTC",
+        **pool,
     }
 
 

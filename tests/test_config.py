@@ -74,3 +74,12 @@ def test_explicit_mail_settings_win_in_development(tmp_path):
     config = load_config(str(tmp_path), {"MAIL_SERVER": "smtp.internal", "DEV_MAILBOX": False},
                          environ={"CAMPAIGN_ENV": "development"})
     assert config["MAIL_SERVER"] == "smtp.internal" and config["DEV_MAILBOX"] is False
+
+
+def test_the_relay_on_the_filesystem_broker_runs_tasks_without_a_prefork_pool(make_app, tmp_path):
+    # The filesystem broker has no event loop, so prefork would be billiard's shared-pipe pool,
+    # which one SIGKILLed idle child wedges for good (docs/reliability.md, A12).
+    embedded = make_app(CELERY_BROKER_URL="filesystem://", CELERY_BROKER_FOLDER=str(tmp_path / "broker"))
+    assert embedded.extensions["celery"].conf.worker_pool == "solo"
+    deployed = make_app(CELERY_BROKER_URL="redis://127.0.0.1:6379/15")
+    assert deployed.extensions["celery"].conf.worker_pool == "prefork"

@@ -7,7 +7,10 @@ with beat inside (Procfile.dev), all on loopback with the SMTP sink.
 kill     signatures at --rate per second for --seconds while the relay is SIGKILLed (with its pool
          children) --kills times and one pool child --child-kills times; the relay is restarted
          each time. (Test 1; the filesystem broker drops a message once read, so what a killed
-         relay had taken comes back through the sweep.)
+         relay had taken comes back through the sweep.) The relay runs Celery's solo pool on this
+         broker, so a pool child kill finds none (pid null) and a target checks there is none: a
+         prefork child SIGKILLed while idle wedged the whole pool (docs/reliability.md).
+         --smtp-delay slows each send so that a kill takes a claimed send with it.
 down     signatures at --rate for --seconds while the relay is down for --down-for seconds: the
          embedded mode has no Redis, its queue is the relay. (Test 2.)
 coupling bench/faults/a09_transaction_coupling.py --database sqlite. (Test 9.)
@@ -64,7 +67,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=20.0, help="signatures per second (default: 20)")
     parser.add_argument("--seconds", type=float, default=120.0, help="load per part, seconds (default: 120)")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs of the relay (default: 3)")
-    parser.add_argument("--child-kills", type=int, default=1, help="SIGKILLs of a pool child (default: 1)")
+    parser.add_argument(
+        "--child-kills", type=int, default=1, help="SIGKILLs of a pool child, if any (default: 1)"
+    )
     parser.add_argument(
         "--beat-kills",
         type=int,
@@ -91,6 +96,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backoff-base", type=int, default=30, help="OUTBOX_BACKOFF_BASE (default: 30)")
     parser.add_argument("--drain-timeout", type=float, default=600.0, help="longest wait for the emails (s)")
     parser.add_argument("--seed", type=int, default=None, help="random seed for the kill times")
+    parser.add_argument(
+        "--smtp-delay",
+        type=float,
+        default=0.0,
+        help="kill part: the sink answers DATA this late, so the relay is mid-send when killed (s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser.parse_args(argv)
@@ -125,6 +136,12 @@ class Relay:
             if self.worker is None:
                 self.worker = self._start()
 
+    def pool_children(self) -> list[int]:
+        """The relay's children other than its embedded beat: prefork pool processes."""
+        with self.lock:
+            children = self.worker.children() if self.worker else []
+        return [pid for pid in children if not is_beat(pid)]
+
     def kill_child(self, beat: bool = False) -> int | None:
         """SIGKILL the pool process that runs the sends, or (beat=True) the embedded beat."""
         with self.lock:
@@ -146,13 +163,20 @@ class Relay:
 
 
 def is_beat(pid: int) -> bool:
-    """The embedded beat is the child that holds the beat schedule file open."""
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                if "beat-schedule" in os.readlink(f"/proc/{pid}/fd/{fd}"):
-                    return True
-    return False
+    """The embedded beat is the child without pipes: it closes what it inherited (celery.beat),
+    and its schedule (dbm.dumb) is open only while written, while a pool child keeps its job and
+    result pipes. Its pid is not always below or above the pool's."""
+    try:
+        fds = [fd for fd in os.listdir(f"/proc/{pid}/fd") if int(fd) > 2]  # stdio may be pipes
+    except OSError:
+        return False
+    targets = []
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    if any("beat-schedule" in target for target in targets):
+        return True
+    return not any(target.startswith("pipe:") for target in targets)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,8 +247,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         )
                     log(f"kill: {kind} at {elapsed:.1f} s")
 
+            sink.delay(args.smtp_delay)
             figures["kill"] = load_part("a12kill", kill_tick)
+            sink.delay(0.0)
             figures["kill"]["kills"] = events
+            figures["kill"]["smtp_delay_s"] = args.smtp_delay
+            figures["kill"]["relay_pool_children"] = len(relay.pool_children())
 
         if "down" in parts:
             state: dict[str, float] = {}
@@ -312,6 +340,12 @@ def check(figures: dict[str, Any], args: argparse.Namespace) -> list[Target]:
                     f"{f['http_5xx']} 5xx, {f['connection_errors'] or 'no'} errors",
                 ),
             ]
+    if "kill" in figures:
+        # Without an event loop (this broker), prefork children share one job pipe behind a lock
+        # an idle child holds: one SIGKILLed there left the relay running nothing, ever.
+        targets.append(Target("kill: the relay has no pool child whose SIGKILL could wedge it",
+                              figures["kill"]["relay_pool_children"] == 0,
+                              f"{figures['kill']['relay_pool_children']} pool children"))
     for target in figures.get("coupling_targets", []):
         targets.append(Target(f"coupling: {target['name']}", target["ok"], target["detail"]))
     if "ramp" in figures:

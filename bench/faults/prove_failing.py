@@ -171,6 +171,11 @@ SABOTAGES = (
     ),
     Sabotage(
         A12,
+        "the relay on the filesystem broker keeps the prefork pool",
+        (("campaign/queue.py", '        pool["worker_pool"] = "solo"\n', ""),),
+    ),
+    Sabotage(
+        A12,
         "sign_petition commits on its own",
         (
             (
