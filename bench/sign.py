@@ -8,6 +8,11 @@ unique email, follow the 303), each signature from its own 127.x.y.z source addr
 bench/baseline_app.py (one INSERT into a table with a unique index) under the same gunicorn
 settings. Prints accepted/s, latency and errors for both, the ratio sign/baseline, and checks in
 the database that stored signatures equal accepted responses. JSON goes to bench/results/.
+
+By default the confirmation emails wait in the outbox during the levels and are sent (and
+counted in the sink) after them: the ratio compares request path with request path, as the
+baseline sends no email, and in the deployment the `confirmations` workers run on cores of
+their own. --celery-workers 2 measures the one-box case, workers sending during the levels.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--celery-workers", type=int, default=0,
                         help="Celery worker processes (prefork concurrency) sending confirmations "
                              "during the levels; 0 leaves mail in the outbox and sends it after them "
-                             "(default: 2)")
+                             "(default: 0)")
     parser.add_argument("--drain-seconds", type=float, default=120.0,
                         help="longest wait for the confirmation backlog after each level (default: 120)")
     parser.add_argument("--profile", type=int, default=32, metavar="C",

@@ -113,6 +113,7 @@ RULES = (
     Rule(ORGANIZER_BLUEPRINTS, "RATELIMIT_ORGANIZER", organizer_key, "organizer"),
 )
 _PROVIDERS = {rule.setting: _setting(rule.setting) for rule in RULES}
+LIMITED_BLUEPRINTS = frozenset().union(*(rule.blueprints for rule in RULES))
 
 
 def current_limiter() -> Limiter:
@@ -142,7 +143,9 @@ def install(app: Flask) -> None:
 
 
 def _never_limited() -> bool:
-    return request.endpoint in NEVER_LIMITED
+    # A request outside every limited blueprint (the public pages) has no limit to check:
+    # skipping Flask-Limiter's evaluation there saves the sign flow's GETs its cost (issue 9).
+    return request.endpoint in NEVER_LIMITED or request.blueprint not in LIMITED_BLUEPRINTS
 
 
 def _limit_headers(response: Response) -> Response:
