@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+import pytest
+from sqlalchemy import select, text, update
 
 from campaign.models import (
     LetterQuota,
@@ -256,3 +257,31 @@ def test_no_task_is_scheduled_with_a_broker_countdown_or_eta() -> None:
                  for folder in ("campaign", "worker") for path in (ROOT / folder).rglob("*.py")
                  for found in scheduled.finditer(path.read_text())]
     assert offenders == []
+
+
+@pytest.mark.integration
+def test_a_full_hour_is_told_without_waiting_on_the_quota_rows_lock(make_pg_app, pg_url) -> None:
+    """During a surge every confirmation routed to one leader asks for a letter slot. Once the
+    hour is full the answer must not wait on the quota row: PostgreSQL's ON CONFLICT DO UPDATE
+    locks the row even when its WHERE fails, which queued every such confirmation (issue 9).
+    Here another transaction holds the row's lock; the full hour must still answer at once."""
+    import psycopg
+
+    from campaign.extensions import db
+    from campaign.models.base import utcnow
+    from campaign.services.letters import hour_window, take_letter_slot
+
+    app = make_pg_app(LETTERS_PER_TARGET_PER_HOUR=2)
+    with app.app_context():
+        make_petition(db.session, TARGETS)
+        target_id = db.session.scalar(select(Target.id).where(Target.country == "DE"))
+        assert [take_letter_slot(db.session, target_id) for _ in range(3)] == [True, True, False]
+        db.session.commit()
+        window = hour_window(utcnow())
+        with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql")) as holder:
+            holder.execute("SELECT used FROM letter_quotas WHERE target_id = %s AND window_start = %s "
+                           "FOR UPDATE", (target_id, window))
+            db.session.execute(text("SET LOCAL lock_timeout = '300ms'"))
+            assert take_letter_slot(db.session, target_id) is False  # no lock wait, no timeout
+            db.session.rollback()
+        assert db.session.scalar(select(LetterQuota.used).where(LetterQuota.target_id == target_id)) == 2
