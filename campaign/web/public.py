@@ -35,7 +35,7 @@ from campaign.models.petitions import SIGNABLE, VISIBLE
 from campaign.services import killswitch
 from campaign.services.abuse import SigningSignals, integrity_note, public_state
 from campaign.services.counting import signature_count, signature_counts
-from campaign.services.countries import flag, is_country, localized_country_name
+from campaign.services.countries import flag, localized_country_name
 from campaign.services.deliveries import public_mailings
 from campaign.services.emails import InvalidEmail, parse_email
 from campaign.services.letters import letter_recipients
@@ -56,6 +56,7 @@ from campaign.services.supporters import (
     title_in,
     translation_for,
 )
+from campaign.web import fastpath
 from campaign.web.forms import (
     STARTED_FIELD,
     SignForm,
@@ -120,11 +121,7 @@ def _visible_petition(slug: str) -> Petition:
 
 
 def _preselected_country() -> str:
-    for language, _quality in request.accept_languages:
-        parts = language.replace("_", "-").split("-")
-        if len(parts) > 1 and is_country(parts[-1].upper()):
-            return parts[-1].upper()
-    return ""
+    return fastpath.preselected_country(request.accept_languages)
 
 
 def _render_petition(petition: Petition, form: SignForm, status: int = 200,
@@ -370,7 +367,10 @@ def petition(slug: str) -> Response:
             **_abuse_context(petition), **_mailing_context(petition),
             **_supporter_context(petition, lang)).encode("utf-8")
         cache.put(etag, page)
-    cache.remember(key, float(current_app.config["PAGE_MICROCACHE"]), etag, page)
+    seconds = float(current_app.config["PAGE_MICROCACHE"])
+    cache.remember(key, seconds, etag, page)
+    # Read from the database just now: the fast path may answer the same request for as long.
+    fastpath.allow(request.environ, seconds, request.endpoint or "")
     return _cacheable(make_response(page), etag)
 
 
@@ -477,7 +477,9 @@ def check_email(slug: str) -> Any:
                            petition_path=_petition_path(petition, lang),
                            petition_title=title_in(db.session, petition, lang),
                            dev_mailbox=current_app.config["DEV_MAILBOX"]).encode("utf-8")
-    cache.remember(key, float(current_app.config["PAGE_MICROCACHE"]), "", page)
+    seconds = float(current_app.config["PAGE_MICROCACHE"])
+    cache.remember(key, seconds, "", page)
+    fastpath.allow(request.environ, seconds, request.endpoint or "")
     return page
 
 
