@@ -48,12 +48,16 @@ def _celery_config(app: Flask) -> dict[str, Any]:
         folder = Path(config["CELERY_BROKER_FOLDER"] or Path(app.instance_path) / "broker")
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        transport = {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
-                     "processed_folder": str(folder / "processed"), "store_processed": False,
-                     "control_folder": str(folder / "control"),
-                     # kombu polls the folder once a second by default and takes one message per
-                     # poll: the relay sent 1 email a second (bench/faults/a12_sqlite_mode.py).
-                     "polling_interval": 0.05}
+        transport = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "control_folder": str(folder / "control"),
+            # kombu polls the folder once a second by default and takes one message per
+            # poll: the relay sent 1 email a second (bench/faults/a12_sqlite_mode.py).
+            "polling_interval": 0.05,
+        }
         # This transport has no event loop, so a prefork worker uses billiard's plain pool: its
         # children share one job pipe behind a lock that an idle child holds while it waits. A
         # child SIGKILLed there never releases it, and the pool runs nothing again (A12). The
@@ -62,13 +66,16 @@ def _celery_config(app: Flask) -> dict[str, Any]:
     elif broker.startswith(("redis", "rediss")):
         # One short timeout for every Redis command: a hung Redis must not hold a signing request
         # (kombu polls BRPOP with a 1 s timeout, which stays below it).
-        transport = {"socket_connect_timeout": timeout, "socket_timeout": max(timeout, 1.5),
-                     "visibility_timeout": int(config["CELERY_VISIBILITY_TIMEOUT"]),
-                     # A publisher's first connect to a refused broker gives up at once: kombu's
-                     # default retries after a 2 s sleep, which stalled a signing request 2 s
-                     # (bench/faults/a02_redis_down.py). Workers and beat retry on their own terms
-                     # (broker_connection_max_retries), which this does not change.
-                     "max_retries": 0}
+        transport = {
+            "socket_connect_timeout": timeout,
+            "socket_timeout": max(timeout, 1.5),
+            "visibility_timeout": int(config["CELERY_VISIBILITY_TIMEOUT"]),
+            # A publisher's first connect to a refused broker gives up at once: kombu's
+            # default retries after a 2 s sleep, which stalled a signing request 2 s
+            # (bench/faults/a02_redis_down.py). Workers and beat retry on their own terms
+            # (broker_connection_max_retries), which this does not change.
+            "max_retries": 0,
+        }
     return {
         "broker_url": broker,
         "broker_transport_options": transport,
@@ -154,9 +161,11 @@ class _Publisher:
         if time.monotonic() < self.down_until:
             return  # the sweep will send it
         try:
-            self.celery.send_task("outbox.send", args=[email_id], queue=queue, retry=False,
-                                  headers=task_headers())
+            self.celery.send_task(
+                "outbox.send", args=[email_id], queue=queue, retry=False, headers=task_headers()
+            )
         except Exception as error:  # any broker failure: the row is committed, the sweep has it
             self.down_until = time.monotonic() + 5.0
-            self.logger.warning("broker unavailable, outbox sweep will send email %s: %s",
-                                email_id, type(error).__name__)
+            self.logger.warning(
+                "broker unavailable, outbox sweep will send email %s: %s", email_id, type(error).__name__
+            )

@@ -331,9 +331,11 @@ def check(figures: dict[str, Any], args: argparse.Namespace) -> list[Target]:
                 Target(f"{part}: emails lost", f["missing"] == 0, str(f["missing"])),
                 # A SIGKILL right after the SMTP server accepted a message and before the row was
                 # marked sent re-sends that one message (the documented gap): at most one per kill.
-                Target(f"{part}: duplicates only in the documented gap (at most one per kill)",
-                       f["duplicates"] <= len(f.get("kills", [])),
-                       f"{f['duplicates']} duplicates, {len(f.get('kills', []))} kills"),
+                Target(
+                    f"{part}: duplicates only in the documented gap (at most one per kill)",
+                    f["duplicates"] <= len(f.get("kills", [])),
+                    f"{f['duplicates']} duplicates, {len(f.get('kills', []))} kills",
+                ),
                 Target(
                     f"{part}: HTTP 5xx and failed requests",
                     f["http_5xx"] == 0 and not f["connection_errors"],
@@ -343,9 +345,13 @@ def check(figures: dict[str, Any], args: argparse.Namespace) -> list[Target]:
     if "kill" in figures:
         # Without an event loop (this broker), prefork children share one job pipe behind a lock
         # an idle child holds: one SIGKILLed there left the relay running nothing, ever.
-        targets.append(Target("kill: the relay has no pool child whose SIGKILL could wedge it",
-                              figures["kill"]["relay_pool_children"] == 0,
-                              f"{figures['kill']['relay_pool_children']} pool children"))
+        targets.append(
+            Target(
+                "kill: the relay has no pool child whose SIGKILL could wedge it",
+                figures["kill"]["relay_pool_children"] == 0,
+                f"{figures['kill']['relay_pool_children']} pool children",
+            )
+        )
     for target in figures.get("coupling_targets", []):
         targets.append(Target(f"coupling: {target['name']}", target["ok"], target["detail"]))
     if "ramp" in figures:

@@ -153,6 +153,29 @@ def _send(state: Any, message: Message) -> None:
         _lock.release()
 
 
+def refusal(error: smtplib.SMTPRecipientsRefused | smtplib.SMTPResponseException
+            ) -> TemporaryFailure | PermanentFailure:
+    """What a server's answer to one message means. The outbox and bulk updates both read it
+    here, so a hard bounce suppresses the same mailboxes whichever path sent the email."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in error.recipients.values()]
+        detail = "; ".join(f"{code} {text!r}" for code, text in error.recipients.values())
+        if codes and all(400 <= code < 500 for code in codes):
+            return TemporaryFailure(f"recipient deferred: {detail}", "recipient_deferred")
+        mailbox = any(refuses_mailbox(code, text, at_rcpt=True)
+                      for code, text in error.recipients.values())
+        return PermanentFailure(f"recipient refused: {detail}",
+                                "recipient_refused" if mailbox else "message_refused", mailbox)
+    text = f"{error.smtp_code} {error.smtp_error!r}"
+    if 500 <= error.smtp_code < 600:
+        # After DATA the one recipient may still be refused (servers that check late); a
+        # refused sender (MAIL FROM) is about us, never the recipient.
+        mailbox = isinstance(error, smtplib.SMTPDataError) and refuses_mailbox(
+            error.smtp_code, error.smtp_error, at_rcpt=False)
+        return PermanentFailure(text, "recipient_refused" if mailbox else "message_refused", mailbox)
+    return TemporaryFailure(text)
+
+
 def send_message(message: Message) -> None:
     """Send one message; raise TemporaryFailure or PermanentFailure with the server's words."""
     state = current_app.extensions["mail"]
@@ -160,25 +183,8 @@ def send_message(message: Message) -> None:
         _send(state, message)
     except BadHeaderError as error:
         raise PermanentFailure("bad header", "bad_message") from error
-    except smtplib.SMTPRecipientsRefused as error:
-        codes = [code for code, _ in error.recipients.values()]
-        detail = "; ".join(f"{code} {text!r}" for code, text in error.recipients.values())
-        if codes and all(400 <= code < 500 for code in codes):
-            raise TemporaryFailure(f"recipient deferred: {detail}", "recipient_deferred") from error
-        mailbox = any(refuses_mailbox(code, text, at_rcpt=True)
-                      for code, text in error.recipients.values())
-        raise PermanentFailure(f"recipient refused: {detail}",
-                               "recipient_refused" if mailbox else "message_refused", mailbox) from error
-    except smtplib.SMTPResponseException as error:
-        text = f"{error.smtp_code} {error.smtp_error!r}"
-        if 500 <= error.smtp_code < 600:
-            # After DATA the one recipient may still be refused (servers that check late); a
-            # refused sender (MAIL FROM) is about us, never the recipient.
-            mailbox = isinstance(error, smtplib.SMTPDataError) and refuses_mailbox(
-                error.smtp_code, error.smtp_error, at_rcpt=False)
-            raise PermanentFailure(text, "recipient_refused" if mailbox else "message_refused",
-                                   mailbox) from error
-        raise TemporaryFailure(text) from error
+    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPResponseException) as error:
+        raise refusal(error) from error
     except (TimeoutError, smtplib.SMTPException, OSError) as error:
         raise TemporaryFailure(f"{type(error).__name__}: {error}", "unreachable") from error
 

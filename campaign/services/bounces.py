@@ -141,7 +141,8 @@ def suppress_everywhere(session: DbSession, index: str,
                         reason: SuppressionReason = SuppressionReason.BOUNCE) -> None:
     """Suppress a mailbox (blind index) for every campaign and drop its queued update emails, in
     the caller's transaction: a hard bounce or a complaint, whether a webhook, a bounce report
-    or the SMTP server's own 5xx (the outbox, campaign.services.outbox) said so."""
+    or the SMTP server's own 5xx (the outbox and update batches: campaign.mail.sender.refusal)
+    said so."""
     suppress(session, index, reason)
     session.execute(
         update(UpdateRecipient)

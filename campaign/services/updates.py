@@ -33,8 +33,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import and_, case, func, insert, literal, or_, select, update
 
 from campaign.mail.messages import Draft, HeaderInjection, build_message, display_name
-from campaign.mail.reasons import refuses_mailbox
-from campaign.mail.sender import TemporaryFailure, send_message, smtp_connection
+from campaign.mail.sender import TemporaryFailure, refusal, send_message, smtp_connection
 from campaign.models import (
     Campaign,
     Petition,
@@ -51,6 +50,7 @@ from campaign.models import (
 from campaign.models.base import utcnow
 from campaign.models.reach import ACTIVE, EDITABLE
 from campaign.services.audit import record
+from campaign.services.bounces import suppress_everywhere
 from campaign.services.countries import is_country
 from campaign.services.markdown import render_markdown
 from campaign.services.organizing import NotFound, OrganizingError, campaign_for
@@ -818,40 +818,26 @@ def send_batch(
                 except (BadHeaderError, HeaderInjection, ValueError) as error:
                     _mark(session, [r.id], lease, status=RecipientStatus.FAILED, error=type(error).__name__)
                     result.failed += 1
-                except smtplib.SMTPRecipientsRefused as error:
-                    codes = [code for code, _ in error.recipients.values()]
-                    if codes and all(400 <= code < 500 for code in codes):
-                        _retry(session, r.id, lease, f"deferred {codes[0]}")
+                except (smtplib.SMTPRecipientsRefused, smtplib.SMTPResponseException) as error:
+                    code = _code_of(error)
+                    failure = refusal(error)
+                    if isinstance(failure, TemporaryFailure):
+                        _retry(session, r.id, lease, f"deferred {code}")
                         result.retry += 1
                     else:
-                        if any(refuses_mailbox(code, text, at_rcpt=True)
-                               for code, text in error.recipients.values()):
-                            # A hard bounce at the door: never again, from any campaign (R5).
-                            suppress(session, r.email_index, SuppressionReason.BOUNCE)
+                        if failure.mailbox:
+                            # A hard bounce at the door: never again, from any campaign (R5), and
+                            # its other queued updates dropped, committed with the failed mark
+                            # (the outbox's rule and path).
+                            suppress_everywhere(session, r.email_index)
                         _mark(
                             session,
                             [r.id],
                             lease,
                             status=RecipientStatus.FAILED,
-                            error=f"refused {codes[0] if codes else ''}".strip(),
+                            error=f"refused {code}".strip(),
                         )
                         result.failed += 1
-                except smtplib.SMTPResponseException as error:
-                    if 500 <= error.smtp_code < 600:
-                        if isinstance(error, smtplib.SMTPDataError) and refuses_mailbox(
-                                error.smtp_code, error.smtp_error, at_rcpt=False):
-                            suppress(session, r.email_index, SuppressionReason.BOUNCE)
-                        _mark(
-                            session,
-                            [r.id],
-                            lease,
-                            status=RecipientStatus.FAILED,
-                            error=f"refused {error.smtp_code}",
-                        )
-                        result.failed += 1
-                    else:
-                        _retry(session, r.id, lease, f"deferred {error.smtp_code}")
-                        result.retry += 1
                 else:
                     _mark(session, [r.id], lease, status=RecipientStatus.SENT, sent_at=utcnow(), error="")
                     _sent_in_process += 1
@@ -892,6 +878,14 @@ def send_batch(
     if not result.stopped:
         result.more = not _finish_if_done(session, update_id)
     return result
+
+
+def _code_of(error: smtplib.SMTPRecipientsRefused | smtplib.SMTPResponseException) -> str:
+    # Only the number is kept on the row: the server's words may quote the address.
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in error.recipients.values()]
+        return str(codes[0]) if codes else ""
+    return str(error.smtp_code)
 
 
 def _retry(session: DbSession, recipient_id: int, lease: datetime, error: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from campaign.extensions import db
@@ -304,3 +305,73 @@ def test_erasure_can_forget_a_mailbox_but_keeps_its_suppression(world, mailbox):
         assert db.session.scalar(select(func.count()).select_from(UpdateRecipient).where(
             UpdateRecipient.email_index == index)) == 0
         assert db.session.scalar(select(func.count()).select_from(Suppression)) == 1
+
+
+def _two_started_updates(world: World, count: int) -> tuple[list[str], int, int]:
+    """count signers and two updates to all of them, both started (recipient rows written)."""
+    addresses = add_signers(world.app, world.petition_id, count)
+    client = signed_in(world.app)
+    first = _update_id(_compose(client, world))
+    second = _update_id(_compose(client, world, subject="More news"))
+    for update_id in (first, second):
+        assert post_form(client, f"/organize/updates/{update_id}/send", {"when": "now"}).status_code == 303
+    with world.app.app_context():
+        assert sorted(start_due_updates(db.session)) == sorted([first, second])
+        db.session.remove()
+    return addresses, first, second
+
+
+def _recipients(app) -> dict[tuple[int, str], tuple[str, str]]:
+    with app.app_context():
+        return {(r.update_id, r.email_index): (r.status, r.error)
+                for r in db.session.scalars(select(UpdateRecipient))}
+
+
+def test_a_refused_mailbox_is_suppressed_everywhere_and_a_policy_refusal_suppresses_nobody(world, mailbox):
+    # The same rules as the outbox (campaign.mail.reasons.refuses_mailbox), through a real SMTP server.
+    (gone, spam, *fine), first, second = _two_started_updates(world, 4)
+    mailbox.refusals[gone] = "550 5.1.1 no such user"
+    mailbox.refusals[spam] = "554 5.7.1 message rejected as spam"
+    with world.app.app_context():
+        result = send_batch(db.session, first)
+        db.session.remove()
+    assert (result.sent, result.failed, result.retry) == (2, 2, 0)
+    assert sorted(recipient_of(m) for m in mailbox.messages) == sorted(fine)
+
+    gone_index, spam_index = index_of(world.app, gone), index_of(world.app, spam)
+    with world.app.app_context():
+        suppressions = [(s.email_index, s.reason, s.campaign_id) for s in db.session.scalars(select(Suppression))]
+    assert suppressions == [(gone_index, "bounce", None)]  # every campaign; nothing for the 5.7.1
+    rows = _recipients(world.app)
+    assert rows[(first, gone_index)] == (RecipientStatus.FAILED, "refused 550")
+    assert rows[(first, spam_index)] == (RecipientStatus.FAILED, "refused 554")
+    # The bounced mailbox's row in the other update is dropped at once, as a bounce report drops it.
+    assert rows[(second, gone_index)] == (RecipientStatus.SUPPRESSED, "bounce")
+    for address in (spam, *fine):
+        assert rows[(second, index_of(world.app, address))] == (RecipientStatus.QUEUED, "")
+
+    # The policy refusal passes; the bounced mailbox is not tried again.
+    mailbox.refusals.clear()
+    mailbox.messages.clear()
+    with world.app.app_context():
+        assert send_batch(db.session, second).sent == 1 + len(fine)
+    assert sorted(recipient_of(m) for m in mailbox.messages) == sorted([spam, *fine])
+
+
+def test_the_bounce_suppression_and_the_failed_mark_are_one_transaction(world, mailbox, monkeypatch):
+    import campaign.services.updates as updates
+
+    (gone, *_), first, _ = _two_started_updates(world, 2)
+    mailbox.refusals[gone] = "550 5.1.1 no such user"
+
+    def broken(session, index, *args):
+        raise RuntimeError("the suppression write failed")
+
+    monkeypatch.setattr(updates, "suppress_everywhere", broken)
+    with world.app.app_context(), pytest.raises(RuntimeError):
+        send_batch(db.session, first)
+    # Neither half was written: the row is still claimed (its lease hands it on), nobody suppressed.
+    gone_index = index_of(world.app, gone)
+    assert _recipients(world.app)[(first, gone_index)][0] == RecipientStatus.SENDING
+    with world.app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Suppression)) == 0
