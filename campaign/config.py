@@ -87,7 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DEV_MAILBOX_DIR", None, str, "Maildir the dev SMTP sink writes; default instance/mailbox"),
     Setting("DEV_SMTP_PORT", 8025, int, "port of the local SMTP sink that `make run` starts"),
     Setting("CRASH_POINT", None, str,
-            "fault tests only: before_smtp or after_smtp makes a worker exit there; refused in production"),
+            "fault tests only: before_smtp, after_smtp (or export_writing) makes a worker exit there; "
+            "refused in production"),
     Setting("PROXY_FIX_HOPS", 0, int, "trusted reverse proxies in front of the app (X-Forwarded-*)"),
     Setting("SQLALCHEMY_POOL_SIZE", 5, int, "database connections per process (PostgreSQL)"),
     Setting("SQLALCHEMY_MAX_OVERFLOW", 10, int, "extra connections a process may open under load"),
@@ -227,6 +228,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPORT_DIR", None, str, "folder for export files prepared by workers; default instance/exports"),
     Setting("EXPORT_LINK_MAX_AGE", 24 * 3600, int,
             "seconds an export file's download link stays valid; the file is deleted after that"),
+    Setting("EXPORT_LEASE_SECONDS", 3600, int,
+            "a background export running longer than this is considered abandoned (its worker died) "
+            "and queued again; keep it above the longest export"),
+    Setting("EXPORT_MAX_ATTEMPTS", 3, int,
+            "workers that may die on one background export before it is marked failed"),
     Setting("BOUNCE_WEBHOOK_SECRET", None, str,
             "shared secret of the bounce and complaint webhook (HMAC-SHA256); unset: it answers 404"),
     Setting("SOFT_BOUNCE_LIMIT", 3, int,

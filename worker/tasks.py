@@ -141,15 +141,18 @@ def sweep_webhooks() -> int:
 
 @shared_task(name="reach.run", ignore_result=True)
 def reach_run() -> str:
-    """Start supporter updates that are due, restart stalled ones, delete expired export files.
-    Safe to run twice at once: starting an update is a conditional UPDATE."""
-    from campaign.services.exports import delete_expired_exports, waiting_exports
+    """Start supporter updates that are due, restart stalled ones, delete expired export files,
+    take back exports whose worker died and publish queued ones again. Safe to run twice at once:
+    starting an update and taking back an export are conditional UPDATEs."""
+    from campaign.services.exports import delete_expired_exports, take_back_abandoned_exports, waiting_exports
     from campaign.services.updates import stalled_updates, start_due_updates
 
     try:
         started = start_due_updates(db.session)
         stalled = stalled_updates(db.session)
         expired = delete_expired_exports(db.session)
+        # Before waiting_exports, so an export queued again is published in this same run.
+        requeued, abandoned = take_back_abandoned_exports(db.session)
         waiting = waiting_exports(db.session)
     finally:
         db.session.remove()
@@ -163,7 +166,7 @@ def reach_run() -> str:
             log.warning("could not publish export %s: %s", export_id, type(error).__name__)
             break
     return (f"started={len(started)} stalled={len(stalled)} expired_exports={expired} "
-            f"waiting_exports={len(waiting)}")
+            f"requeued_exports={requeued} failed_exports={abandoned} waiting_exports={len(waiting)}")
 
 
 def publish_batches(update_ids: list[int], copies: int) -> None:

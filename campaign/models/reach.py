@@ -109,7 +109,8 @@ class ExportStatus(StrEnum):
 
 class SignatureExport(Base):
     """An export prepared as a file by a worker, downloadable through a signed link until
-    expires_at (EXPORT_LINK_MAX_AGE); the file is deleted after that."""
+    expires_at (EXPORT_LINK_MAX_AGE); the file is deleted after that. Running under a lease
+    (EXPORT_LEASE_SECONDS), so a worker that dies does not leave it running for ever."""
 
     __tablename__ = "signature_exports"
     __table_args__ = (enum_check("status", ExportStatus, "status"),)
@@ -126,6 +127,10 @@ class SignatureExport(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A running export's claim: the reach job takes back one whose worker died (lease run out),
+    # up to EXPORT_MAX_ATTEMPTS; attempts is also the fence for the outcome a worker writes.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SoftBounce(Base):

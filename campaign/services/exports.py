@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from campaign.models import (
     Campaign,
@@ -332,23 +332,36 @@ def export_folder() -> Path:
 
 def run_export(session: DbSession, export_id: int) -> str:
     """Write the export's file (worker side). Idempotent: only a queued export is taken, with a
-    conditional UPDATE, so a task delivered twice writes one file. Commits."""
+    conditional UPDATE that also sets a lease (EXPORT_LEASE_SECONDS), so a task delivered twice
+    writes one file; the reach job takes back an export whose lease ran out
+    (take_back_abandoned_exports). Returns skipped, done or superseded (a later attempt took the
+    export over while this one ran). Commits."""
+    lease = utcnow() + timedelta(seconds=int(current_app.config["EXPORT_LEASE_SECONDS"]))
     taken = session.execute(
         update(SignatureExport)
         .where(SignatureExport.id == export_id, SignatureExport.status == ExportStatus.QUEUED)
-        .values(status=ExportStatus.RUNNING)
+        .values(status=ExportStatus.RUNNING, attempts=SignatureExport.attempts + 1, lease_until=lease)
         .execution_options(synchronize_session=False)
     )
     session.commit()
     if taken.rowcount != 1:  # type: ignore[attr-defined]
         return "skipped"
-    job = session.get(SignatureExport, export_id)
+    job = session.get(SignatureExport, export_id, populate_existing=True)
     assert job is not None
+    # The attempt number fences every outcome this run writes: a worker that outlived its lease
+    # must not overwrite the attempt that took over from it.
+    ours = and_(SignatureExport.id == export_id, SignatureExport.status == ExportStatus.RUNNING,
+                SignatureExport.attempts == job.attempts)
     campaign = session.get(Campaign, job.campaign_id)
     assert campaign is not None
     request = ExportRequest.from_json(job.request)
+    # Whatever an earlier attempt left (a .part, or a whole file it never recorded) is an orphan
+    # now: no second file for one export.
+    _remove_files(export_id)
     name = f"{job.id}-{secrets.token_hex(8)}.{'jsonl' if request.format == 'jsonl' else 'csv'}"
     path = export_folder() / name
+    # Written under a temporary name and renamed when complete, so a file with the final name is
+    # never half written.
     partial = path.with_suffix(".part")
     rows = 0
     try:
@@ -365,35 +378,85 @@ def run_export(session: DbSession, export_id: int) -> str:
             if request.format == "jsonl"
             else iter_csv(counted(), request.columns)
         )
+        crash = current_app.config.get("CRASH_POINT") == "export_writing"
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             for chunk in chunks:
                 handle.write(chunk)
+                if crash:  # fault tests: the worker dies with the file half written
+                    handle.flush()
+                    os._exit(70)
         partial.replace(path)
     except Exception as error:
         session.rollback()
         partial.unlink(missing_ok=True)
-        session.execute(
+        failed = session.execute(
             update(SignatureExport)
-            .where(SignatureExport.id == export_id)
-            .values(status=ExportStatus.FAILED, error=type(error).__name__, finished_at=utcnow())
+            .where(ours)
+            .values(status=ExportStatus.FAILED, error=type(error).__name__, finished_at=utcnow(),
+                    lease_until=None)
+            .execution_options(synchronize_session=False)
         )
         session.commit()
+        if failed.rowcount != 1:  # type: ignore[attr-defined]
+            # Taken over (and its files cleared) by a later attempt: this run's error is moot.
+            return "superseded"
         raise
     now = utcnow()
-    session.execute(
+    recorded = session.execute(
         update(SignatureExport)
-        .where(SignatureExport.id == export_id)
+        .where(ours)
         .values(
             status=ExportStatus.DONE,
             rows=rows,
             filename=name,
             finished_at=now,
+            lease_until=None,
             expires_at=now + timedelta(seconds=int(current_app.config["EXPORT_LINK_MAX_AGE"])),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    if recorded.rowcount != 1:  # type: ignore[attr-defined]
+        path.unlink(missing_ok=True)
+        return "superseded"
+    return "done"
+
+
+ABANDONED = "the worker preparing it stopped on every attempt"
+
+
+def take_back_abandoned_exports(session: DbSession) -> tuple[int, int]:
+    """Running exports whose lease ran out (their worker died: SIGKILL, out of memory, a deploy):
+    queued again while attempts remain (waiting_exports then publishes them), otherwise marked
+    failed with a reason the export's page shows. Returns (queued again, failed). Commits."""
+    now = utcnow()
+    limit = int(current_app.config["EXPORT_MAX_ATTEMPTS"])
+    abandoned = and_(SignatureExport.status == ExportStatus.RUNNING, SignatureExport.lease_until < now)
+    queued = session.execute(
+        update(SignatureExport)
+        .where(abandoned, SignatureExport.attempts < limit)
+        .values(status=ExportStatus.QUEUED, lease_until=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    failed = list(
+        session.scalars(
+            update(SignatureExport)
+            .where(abandoned, SignatureExport.attempts >= limit)
+            .values(status=ExportStatus.FAILED, lease_until=None, error=ABANDONED, finished_at=now)
+            .returning(SignatureExport.id)
+            .execution_options(synchronize_session=False)
         )
     )
     session.commit()
-    return "done"
+    for export_id in failed:
+        _remove_files(export_id)
+    return int(queued), len(failed)
+
+
+def _remove_files(export_id: int) -> None:
+    for leftover in export_folder().glob(f"{export_id}-*"):
+        leftover.unlink(missing_ok=True)
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -435,12 +498,18 @@ def file_for_download(session: DbSession, actor: User, export_id: int, token: st
 
 def waiting_exports(session: DbSession, older_than: float = 60.0) -> list[int]:
     """Exports still queued a while after they were asked for: their task was never published
-    (broker down) or was lost. Publishing again is safe (run_export takes a row once)."""
+    (broker down) or was lost; and exports queued again after their worker died, at once.
+    Publishing again is safe (run_export takes a row once)."""
     since = utcnow() - timedelta(seconds=older_than)
     ids = list(
         session.scalars(
             select(SignatureExport.id)
-            .where(SignatureExport.status == ExportStatus.QUEUED, SignatureExport.created_at < since)
+            .where(
+                SignatureExport.status == ExportStatus.QUEUED,
+                # A taken-back export has no task on its way: nothing to wait for.
+                or_(SignatureExport.created_at < since, SignatureExport.attempts > 0),
+            )
+            .order_by(SignatureExport.id)
             .limit(100)
         )
     )
