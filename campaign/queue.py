@@ -18,6 +18,7 @@ from typing import Any
 from celery import Celery, Task
 from flask import Flask
 from kombu import Queue
+from kombu.transport import redis as kombu_redis
 from redis import Redis
 
 from campaign.observability import task_context, task_headers
@@ -27,7 +28,30 @@ log = logging.getLogger(__name__)
 QUEUE_NAMES = ("confirmations", "letters", "bulk", "maintenance")
 
 
+def _restore_unacked_only_while_connected() -> None:
+    """A worker whose Redis connection drops while it holds unacknowledged tasks closes its
+    channel, and kombu then restores those tasks through a new client built from a connection
+    that is already released (``client`` is None): AttributeError, "Unrecoverable error", and
+    the worker exits (bench/faults/a02_redis_down.py at 40/s). With no connection there is
+    nothing to restore them through: Redis hands them out again after the visibility timeout,
+    and the outbox sweep resends their rows sooner."""
+    qos = kombu_redis.QoS
+    if getattr(qos.restore_unacked, "_campaign_guarded", False):
+        return
+    original = qos.restore_unacked
+
+    def restore_unacked(self: Any, client: Any = None) -> Any:
+        if client is None and getattr(self.channel.connection, "client", None) is None:
+            return None
+        return original(self, client)
+
+    restore_unacked._campaign_guarded = True  # type: ignore[attr-defined]
+    restore_unacked._campaign_original = original  # type: ignore[attr-defined]
+    qos.restore_unacked = restore_unacked  # type: ignore[method-assign]
+
+
 def celery_init_app(app: Flask) -> Celery:
+    _restore_unacked_only_while_connected()
     class FlaskTask(Task):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             # The request id of the request that published this task, in every line it logs.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import redis
 
 from campaign.observability import bind_request_id, release_request_id
@@ -57,3 +58,25 @@ def test_a_dead_broker_costs_the_request_nothing_and_is_skipped_for_a_while(make
         publish(2, "confirmations")  # within the pause: not even tried
         assert time.monotonic() - started < 1.0
         assert publish.__self__.down_until > time.monotonic()
+
+
+def test_a_dropped_broker_connection_does_not_make_the_worker_exit(make_app, redis_url):
+    """kombu restores a worker's unacknowledged tasks when its channel closes; after the
+    connection was released that raised AttributeError and the worker exited (A2 at 40/s)."""
+    from kombu import Connection
+    from kombu.transport import redis as kombu_redis
+
+    make_app(CELERY_BROKER_URL=redis_url)  # installs the guard
+    guarded = kombu_redis.QoS.restore_unacked
+    connection = Connection(redis_url)
+    try:
+        channel = connection.default_channel
+        qos = channel.qos
+        qos._delivered["tag-1"] = None
+        # What the consumer's close leaves behind: the transport released, the pool gone.
+        channel.connection.client, channel._pool = None, None
+        with pytest.raises(AttributeError):
+            guarded._campaign_original(qos)
+        assert guarded(qos) is None
+    finally:
+        qos._delivered.clear()
