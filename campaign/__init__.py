@@ -179,10 +179,13 @@ def register_supporters(app: Flask) -> None:
 
 
 def register_fast_path(app: Flask) -> None:
-    # Outermost, so a microcached page skips ProxyFix too (the page depends on neither).
+    # Only with the microcache on (gunicorn.conf.py): without it no view marks an answer, and
+    # every GET would pay for the key. Outermost, so a microcached page skips ProxyFix too.
     from campaign.web.fastpath import FastPath
 
-    app.wsgi_app = FastPath(app.wsgi_app, int(app.config["PAGE_CACHE_SIZE"]))  # type: ignore[method-assign]
+    size = int(app.config["PAGE_CACHE_SIZE"])
+    if float(app.config["PAGE_MICROCACHE"]) > 0 and size > 0:
+        app.wsgi_app = FastPath(app.wsgi_app, size)  # type: ignore[method-assign]
 
 
 def register_security(app: Flask) -> None:

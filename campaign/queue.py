@@ -192,14 +192,16 @@ class _Publisher:
         if time.monotonic() < self.down_until:
             return  # the sweep will send it
         try:
-            self.celery.send_task(
-                "outbox.send", args=[email_id], queue=queue, retry=False, headers=task_headers()
-            )
+            self.send(email_id, queue)
         except Exception as error:  # any broker failure: the row is committed, the sweep has it
             self.down_until = time.monotonic() + 5.0
             self.logger.warning(
                 "broker unavailable, outbox sweep will send email %s: %s", email_id, type(error).__name__
             )
+
+    def send(self, email_id: int, queue: str) -> None:
+        self.celery.send_task("outbox.send", args=[email_id], queue=queue, retry=False,
+                              headers=task_headers())
 
 
 class _RedisPublisher(_Publisher):
@@ -227,13 +229,5 @@ class _RedisPublisher(_Publisher):
         return json.dumps({"body": body, "content-encoding": "utf-8", "content-type": "application/json",
                            "headers": headers, "properties": properties})
 
-    def publish(self, email_id: int, queue: str) -> None:
-        if time.monotonic() < self.down_until:
-            return
-        try:
-            self.redis.lpush(queue, self.message(email_id, queue))
-        except Exception as error:  # as _Publisher: the row is committed, the sweep has it
-            self.down_until = time.monotonic() + 5.0
-            self.logger.warning(
-                "broker unavailable, outbox sweep will send email %s: %s", email_id, type(error).__name__
-            )
+    def send(self, email_id: int, queue: str) -> None:
+        self.redis.lpush(queue, self.message(email_id, queue))

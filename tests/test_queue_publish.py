@@ -68,10 +68,9 @@ def test_a_dropped_broker_connection_does_not_make_the_worker_exit(make_app, red
 
     make_app(CELERY_BROKER_URL=redis_url)  # installs the guard
     guarded = kombu_redis.QoS.restore_unacked
-    connection = Connection(redis_url)
+    channel = Connection(redis_url).default_channel
+    qos = channel.qos
     try:
-        channel = connection.default_channel
-        qos = channel.qos
         qos._delivered["tag-1"] = None
         # What the consumer's close leaves behind: the transport released, the pool gone.
         channel.connection.client, channel._pool = None, None

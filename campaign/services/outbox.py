@@ -16,7 +16,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
 
 from flask import current_app
@@ -143,7 +143,8 @@ def due_emails(session: DbSession, limit: int, grace: float = 0.0) -> list[tuple
     on its way through the broker.
     """
     now = utcnow() - timedelta(seconds=grace)
-    query = select(OutboundEmail.id, OutboundEmail.kind).where(_claimable(now))
+    query = select(OutboundEmail.id, OutboundEmail.kind).where(
+        _claimable(now, int(current_app.config["OUTBOX_MAX_ATTEMPTS"])))
     paused = switches(session).paused_queues()
     if paused:
         # Kill switch: paused queues' rows stay queued until an admin lets them go.
@@ -155,10 +156,9 @@ def due_emails(session: DbSession, limit: int, grace: float = 0.0) -> list[tuple
     return [(row.id, row.kind) for row in rows]
 
 
-def _claimable(now: datetime) -> Any:
-    # An abandoned claim is taken over only while attempts remain: a message that kills its
-    # worker every time must end, not loop (fail_abandoned marks it failed).
-    max_attempts = int(current_app.config["OUTBOX_MAX_ATTEMPTS"])
+def _claimable(now: Any, max_attempts: Any) -> Any:
+    """Values or bound parameters. An abandoned claim is taken over only while attempts remain:
+    a message that kills its worker every time must end, not loop (fail_abandoned marks it failed)."""
     return or_(
         and_(OutboundEmail.status == OutboxStatus.QUEUED, OutboundEmail.next_attempt_at <= now),
         and_(OutboundEmail.status == OutboxStatus.SENDING, OutboundEmail.lease_until < now,
@@ -182,22 +182,16 @@ def fail_abandoned(session: DbSession) -> int:
 @functools.cache
 def _claim_statement() -> Any:
     # Built once (issue 9): building it per email cost more than half of what running it did.
-    now: Any = bindparam("now")
-    claimable = or_(
-        and_(OutboundEmail.status == OutboxStatus.QUEUED, OutboundEmail.next_attempt_at <= now),
-        and_(OutboundEmail.status == OutboxStatus.SENDING, OutboundEmail.lease_until < now,
-             OutboundEmail.attempts < bindparam("max_attempts")),
-    )
     return (update(OutboundEmail)
-            .where(OutboundEmail.id == bindparam("email_id"), claimable)
+            .where(OutboundEmail.id == bindparam("email_id"),
+                   _claimable(bindparam("now"), bindparam("max_attempts")))
             .values(status=OutboxStatus.SENDING, attempts=OutboundEmail.attempts + 1,
                     lease_until=bindparam("lease"))
             .execution_options(synchronize_session=False))
 
 
 def claim(session: DbSession, email_id: int) -> OutboundEmail | None:
-    """Take the row for this worker with one conditional UPDATE; None if someone else has it.
-    The same condition as _claimable: an abandoned claim only while attempts remain."""
+    """Take the row for this worker with one conditional UPDATE; None if someone else has it."""
     now = utcnow()
     lease = now + timedelta(seconds=int(current_app.config["OUTBOX_LEASE_SECONDS"]))
     result = session.execute(_claim_statement(), {

@@ -56,7 +56,8 @@ def _key(environ: dict[str, Any]) -> tuple[str, str, str, str] | None:
 
 
 class FastPath:
-    """WSGI middleware around the app's wsgi_app; `size` answers at most, least recently used go."""
+    """WSGI middleware around the app's wsgi_app, installed while PAGE_MICROCACHE is on; `size`
+    answers at most, least recently used go."""
 
     def __init__(self, wsgi_app: Callable[..., Iterable[bytes]], size: int) -> None:
         self.wsgi_app = wsgi_app
@@ -65,7 +66,7 @@ class FastPath:
         self.answers: OrderedDict[tuple[str, ...], _Answer] = OrderedDict()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        key = _key(environ) if self.size > 0 else None
+        key = _key(environ)
         if key is None:
             return self.wsgi_app(environ, start_response)
         started = time.perf_counter()
