@@ -70,7 +70,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OUTBOX_SWEEP_INTERVAL", 15.0, float, "seconds between outbox sweeps (Celery beat)"),
     Setting("OUTBOX_SWEEP_GRACE", 30.0, float,
             "seconds a due email is left to its own task before the sweep publishes it again"),
-    Setting("OUTBOX_SWEEP_BATCH", 500, int, "rows one sweep hands to the workers at most"),
+    Setting("OUTBOX_SWEEP_BATCH", 500, int,
+            "tasks the sweep keeps waiting per queue: with Redis it tops the queue up to this, "
+            "counting what already waits; with other brokers, rows one sweep publishes per queue"),
+    Setting("OUTBOX_SWEEP_FOLLOW_UP", 2.0, float,
+            "seconds to the next sweep while due rows remain after one (Redis only; 0: wait for beat)"),
     Setting("COUNTER_SHARDS", 16, int, "rows per petition counter, spreading concurrent confirmations"),
     Setting("CELERY_VISIBILITY_TIMEOUT", 3600, int,
             "seconds before Redis hands an unacknowledged task to another worker"),

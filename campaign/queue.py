@@ -26,6 +26,7 @@ from campaign.observability import task_context, task_headers
 log = logging.getLogger(__name__)
 
 QUEUE_NAMES = ("confirmations", "letters", "bulk", "maintenance")
+_FOLLOW_UP_KEY = "campaign:outbox:sweep-follow-up"
 
 
 def _restore_unacked_only_while_connected() -> None:
@@ -66,6 +67,7 @@ def celery_init_app(app: Flask) -> Celery:
     publisher = (_RedisPublisher(celery, app.logger, broker, float(app.config["BROKER_CONNECT_TIMEOUT"]))
                  if broker.startswith(("redis://", "rediss://")) else _Publisher(celery, app.logger))
     app.extensions["campaign.publish"] = publisher.publish
+    app.extensions["campaign.broker"] = publisher
     return celery
 
 
@@ -203,6 +205,14 @@ class _Publisher:
         self.celery.send_task("outbox.send", args=[email_id], queue=queue, retry=False,
                               headers=task_headers())
 
+    def depth(self, queue: str) -> int | None:
+        """Tasks waiting in a queue, or None where the broker cannot say."""
+        return None
+
+    def hold_follow_up(self, seconds: float, renew: bool) -> bool:
+        """Whether this sweep may schedule the next one (one chain of follow-ups at a time)."""
+        return False
+
 
 class _RedisPublisher(_Publisher):
     """outbox.send pushed straight onto the Redis list the worker reads: Celery builds the task
@@ -231,3 +241,12 @@ class _RedisPublisher(_Publisher):
 
     def send(self, email_id: int, queue: str) -> None:
         self.redis.lpush(queue, self.message(email_id, queue))
+
+    def depth(self, queue: str) -> int | None:
+        # The list kombu's Redis transport reads for unprioritised messages, which all of ours are.
+        return int(self.redis.llen(queue))
+
+    def hold_follow_up(self, seconds: float, renew: bool) -> bool:
+        # Beat's sweep starts a chain only when none is pending; a follow-up carries its own on.
+        # The key outlives one pause, so a chain whose task was lost is restarted by beat.
+        return bool(self.redis.set(_FOLLOW_UP_KEY, "1", px=max(1, int(seconds * 2000)), nx=not renew))

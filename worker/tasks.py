@@ -8,7 +8,7 @@ from celery import shared_task
 from flask import current_app
 
 from campaign.extensions import db
-from campaign.services.outbox import deliver, due_emails, fail_abandoned, queue_for
+from campaign.services.outbox import deliver, sweep
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +25,12 @@ def send_email(email_id: int) -> str:
 
 
 @shared_task(name="outbox.sweep", ignore_result=True)
-def sweep_outbox() -> int:
+def sweep_outbox(follow_up: bool = False) -> int:
     """Re-publish due rows; a lost or never-published task costs a delay, not an email."""
     try:
-        fail_abandoned(db.session)
-        due = due_emails(db.session, limit=int(current_app.config["OUTBOX_SWEEP_BATCH"]),
-                         grace=float(current_app.config["OUTBOX_SWEEP_GRACE"]))
+        return sweep(db.session, follow_up)
     finally:
         db.session.remove()
-    publish = current_app.extensions["campaign.publish"]
-    for email_id, kind in due:
-        publish(email_id, queue_for(kind))
-    return len(due)
 
 
 @shared_task(name="abuse.trending", ignore_result=True)

@@ -47,6 +47,9 @@ class OutboundEmail(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the outbox sweep last published the row: a task it published may still wait in the
+    # broker's queue, and publishing the row again on every sweep only multiplied the tasks.
+    swept_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Scrubbed of addresses and tokens (campaign.mail.reasons.scrub_error).
     last_error: Mapped[str] = mapped_column(Text, default="")
     # Why it waits or did not go, a key of campaign.mail.reasons.REASONS ("" when nothing to say).
