@@ -245,7 +245,7 @@ def test_a_message_that_kills_its_worker_every_time_ends_as_failed(client, demo,
 
 
 def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_claim(client, demo, app, mailbox):
-    from campaign.services.outbox import _finish, claim
+    from campaign.services.outbox import Claimed, _finish, claim
 
     sign(client)
     row_id = _row(app).id
@@ -258,6 +258,6 @@ def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_claim(client,
         db.session.commit()
         fresh = claim(db.session, row_id)
         assert fresh is not None and fresh.attempts == 2
-        _finish(db.session, stale, OutboxStatus.FAILED, "stale worker")
+        _finish(db.session, Claimed.of(stale), OutboxStatus.FAILED, "stale worker")
     row = _row(app)
     assert row.status == OutboxStatus.SENDING and row.last_error == ""

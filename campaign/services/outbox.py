@@ -16,7 +16,8 @@ import os
 import random
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from flask import current_app
@@ -180,7 +181,8 @@ def sweep(session: DbSession, follow_up: bool = False) -> int:
     return len(due)
 
 
-def take_due(session: DbSession, room: Callable[[str], int], grace: float) -> tuple[list[tuple[int, str]], bool]:
+def take_due(session: DbSession, room: Callable[[str], int],
+             grace: float) -> tuple[list[tuple[int, str]], bool]:
     """The sweep's share of due rows, marked as published now; and whether a queue had more due
     rows than room.
 
@@ -284,36 +286,69 @@ def deliver(session: DbSession, email_id: int) -> str:
     row = claim(session, email_id)
     if row is None:
         return "skipped"
+    held = Claimed.of(row)
     suppressed = _suppressed(session, row)
     if suppressed:
-        return _finish(session, row, OutboxStatus.CANCELLED, "recipient suppressed", suppressed)
+        return _finish(session, held, OutboxStatus.CANCELLED, "recipient suppressed", suppressed)
     builder = _builders.get(row.kind)
     draft = builder(session, row) if builder else None
     if draft is None:
-        return _finish(session, row, OutboxStatus.CANCELLED, "no longer wanted", "not_needed")
+        return _finish(session, held, OutboxStatus.CANCELLED, "no longer wanted", "not_needed")
+    kind = row.kind
     try:
         message = build_message(draft, current_app.config["MAIL_DEFAULT_SENDER"])
+        _before_smtp(session, held)
         _crash_point("before_smtp")
         send_message(message)
         _crash_point("after_smtp")
     except TemporaryFailure as error:
-        return _retry_later(session, row, str(error), error.reason)
+        return _retry_later(session, held, str(error), error.reason)
     except PermanentFailure as error:
-        index = row.recipient_index
+        index = held.recipient_index
         if error.mailbox and index is not None:
             # A hard bounce at the door: the address is suppressed in the transaction that marks
             # the row failed, as a bounce report would (officials' letters have no index: their
             # refusals show in the ledger instead).
-            return _finish(session, row, OutboxStatus.FAILED, str(error), error.reason,
+            return _finish(session, held, OutboxStatus.FAILED, str(error), error.reason,
                            also=lambda s: suppress_everywhere(s, index))
-        return _finish(session, row, OutboxStatus.FAILED, str(error), error.reason)
+        return _finish(session, held, OutboxStatus.FAILED, str(error), error.reason)
     except ValueError as error:
         # A message the email package would not write (e.g. a refused header).
-        return _finish(session, row, OutboxStatus.FAILED, str(error), "bad_message")
-    email_id, kind = row.id, row.kind  # read before _finish's commit expires them
-    outcome = _finish(session, row, OutboxStatus.SENT, "")
-    _after_sent(session, email_id, kind)
+        return _finish(session, held, OutboxStatus.FAILED, str(error), "bad_message")
+    outcome = _finish(session, held, OutboxStatus.SENT, "")
+    _after_sent(session, held.id, kind)
     return outcome
+
+
+@dataclass
+class Claimed:
+    """What the outcome write needs from a claimed row, read once: a commit expires the row, and
+    a reload could read the lease of another worker that has taken it over since."""
+    id: int
+    lease_until: datetime | None
+    attempts: int
+    recipient_index: str | None
+    # The session holds a connection in autocommit for the outcome (_before_smtp).
+    autocommit: bool = False
+
+    @classmethod
+    def of(cls, row: OutboundEmail) -> Claimed:
+        return cls(row.id, row.lease_until, row.attempts, row.recipient_index)
+
+
+def _before_smtp(session: DbSession, held: Claimed) -> None:
+    """End the builder's transaction before SMTP, and on PostgreSQL hold a connection in
+    autocommit for the outcome.
+
+    Between the server's 250 and the commit of "sent", a crash sends the email twice
+    (RELIABILITY.md A1, the documented gap): with the outcome as one autocommitted statement on a
+    connection already held, that stretch is one round trip instead of an UPDATE and a COMMIT.
+    On SQLite the builder's transaction began IMMEDIATE, so committing it here also stops the
+    relay holding the database's write lock while it talks to the SMTP server."""
+    session.commit()
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        held.autocommit = True
 
 
 # kind -> function(session, email id) run once the row is recorded sent (e.g. webhooks, issue 8).
@@ -356,27 +391,26 @@ def _suppressed(session: DbSession, row: OutboundEmail) -> str:
     return "suppressed" if outbox_row_suppressed(session, row, campaign_id) else ""
 
 
-def _finish(session: DbSession, row: OutboundEmail, status: OutboxStatus, error: str,
+def _finish(session: DbSession, held: Claimed, status: OutboxStatus, error: str,
             reason: str = "", also: Callable[[DbSession], None] | None = None) -> str:
     now = utcnow()
     # Scrubbed: an SMTP reply may quote the recipient's address or a token.
-    _record(session, row, also, status=status, lease_until=None, last_error=scrub_error(error),
+    _record(session, held, also, status=status, lease_until=None, last_error=scrub_error(error),
             reason=reason, sent_at=now if status == OutboxStatus.SENT else None)
     return {OutboxStatus.SENT: "sent", OutboxStatus.CANCELLED: "cancelled"}.get(status, "failed")
 
 
-def _retry_later(session: DbSession, row: OutboundEmail, error: str, reason: str = "server_busy") -> str:
+def _retry_later(session: DbSession, held: Claimed, error: str, reason: str = "server_busy") -> str:
     config = current_app.config
-    if row.attempts >= int(config["OUTBOX_MAX_ATTEMPTS"]):
-        return _finish(session, row, OutboxStatus.FAILED, f"gave up after {row.attempts} attempts: {error}",
+    if held.attempts >= int(config["OUTBOX_MAX_ATTEMPTS"]):
+        return _finish(session, held, OutboxStatus.FAILED, f"gave up after {held.attempts} attempts: {error}",
                        "gave_up")
-    delay = backoff_seconds(row.attempts, int(config["OUTBOX_BACKOFF_BASE"]),
+    delay = backoff_seconds(held.attempts, int(config["OUTBOX_BACKOFF_BASE"]),
                             int(config["OUTBOX_BACKOFF_MAX"]))
-    email_id, attempts = row.id, row.attempts  # read before the commit expires them
-    _record(session, row, None, status=OutboxStatus.QUEUED, lease_until=None, last_error=scrub_error(error),
+    _record(session, held, None, status=OutboxStatus.QUEUED, lease_until=None, last_error=scrub_error(error),
             reason=reason, next_attempt_at=utcnow() + timedelta(seconds=delay))
     # Ids and numbers only (an SMTP answer may quote the address); the fault suite reads the delays.
-    log.info("email %s: attempt %s deferred, next in %.1f s", email_id, attempts, delay)
+    log.info("email %s: attempt %s deferred, next in %.1f s", held.id, held.attempts, delay)
     return "retry"
 
 
@@ -392,7 +426,7 @@ def _outcome_statement(columns: tuple[str, ...]) -> Any:
             .execution_options(synchronize_session=False))
 
 
-def _record(session: DbSession, row: OutboundEmail, also: Callable[[DbSession], None] | None,
+def _record(session: DbSession, held: Claimed, also: Callable[[DbSession], None] | None,
             **values: Any) -> None:
     """Write a claim's outcome, fenced by its lease, and whatever `also` writes, in one transaction.
 
@@ -401,17 +435,20 @@ def _record(session: DbSession, row: OutboundEmail, also: Callable[[DbSession], 
     retried until the lease ends (after that another worker may hold the row, and the fence turns
     a late write into a no-op). bench/faults/a03_database_down.py found the duplicates this closes.
     """
-    # Read now: a rollback expires the row, and a reload would move the fence.
-    email_id, lease = row.id, row.lease_until
+    email_id, lease = held.id, held.lease_until
+    if held.autocommit and also is not None:
+        # What `also` writes must commit with the outcome: leave autocommit for a transaction.
+        session.commit()
+        held.autocommit = False
     statement = _outcome_statement(tuple(sorted(values)))
     params = {"fence_id": email_id, "fence_lease": lease, **{f"new_{k}": v for k, v in values.items()}}
     pause = 0.2
     while True:
         try:
-            session.execute(statement, params)
+            session.execute(statement, params)  # in autocommit, durable once this returns
             if also is not None:
                 also(session)
-            session.commit()
+            session.commit()  # in autocommit, no round trip: nothing is left to commit
             return
         except DBAPIError:
             with contextlib.suppress(DBAPIError):
