@@ -73,8 +73,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OUTBOX_SWEEP_BATCH", 500, int,
             "tasks the sweep keeps waiting per queue: with Redis it tops the queue up to this, "
             "counting what already waits; with other brokers, rows one sweep publishes per queue"),
-    Setting("OUTBOX_SWEEP_FOLLOW_UP", 2.0, float,
-            "seconds to the next sweep while due rows remain after one (Redis only; 0: wait for beat)"),
+    Setting("OUTBOX_SWEEP_FOLLOW_UP", True, bool,
+            "while a queue has more due rows than the batch, sweep it again once its workers reach "
+            "the end of the batch (Redis only; false: wait for beat's next sweep)"),
     Setting("COUNTER_SHARDS", 16, int, "rows per petition counter, spreading concurrent confirmations"),
     Setting("CELERY_VISIBILITY_TIMEOUT", 3600, int,
             "seconds before Redis hands an unacknowledged task to another worker"),

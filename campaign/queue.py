@@ -209,8 +209,8 @@ class _Publisher:
         """Tasks waiting in a queue, or None where the broker cannot say."""
         return None
 
-    def hold_follow_up(self, seconds: float, renew: bool) -> bool:
-        """Whether this sweep may schedule the next one (one chain of follow-ups at a time)."""
+    def hold_follow_up(self, queue: str, seconds: float, renew: bool) -> bool:
+        """Whether this sweep may publish a follow-up sweep of the queue (one chain at a time)."""
         return False
 
 
@@ -246,7 +246,8 @@ class _RedisPublisher(_Publisher):
         # The list kombu's Redis transport reads for unprioritised messages, which all of ours are.
         return int(self.redis.llen(queue))
 
-    def hold_follow_up(self, seconds: float, renew: bool) -> bool:
+    def hold_follow_up(self, queue: str, seconds: float, renew: bool) -> bool:
         # Beat's sweep starts a chain only when none is pending; a follow-up carries its own on.
-        # The key outlives one pause, so a chain whose task was lost is restarted by beat.
-        return bool(self.redis.set(_FOLLOW_UP_KEY, "1", px=max(1, int(seconds * 2000)), nx=not renew))
+        # The key expires, so beat restarts a chain whose follow-up was lost.
+        return bool(self.redis.set(f"{_FOLLOW_UP_KEY}:{queue}", "1", px=max(1, int(seconds * 1000)),
+                                   nx=not renew))

@@ -29,7 +29,7 @@ def _queue_rows(app, kind: str, count: int, age: float = 120.0) -> list[int]:
     return ids
 
 
-def _take(app, room: dict[str, int], grace: float = 30.0) -> tuple[list[tuple[int, str]], bool]:
+def _take(app, room: dict[str, int], grace: float = 30.0) -> tuple[list[tuple[int, str]], set[str]]:
     with app.app_context():
         try:
             return take_due(db.session, lambda queue: room.get(queue, 0), grace)
@@ -47,13 +47,13 @@ def any_app(request, make_app):
 def test_each_due_row_is_handed_out_once_within_the_grace(any_app):
     ids = _queue_rows(any_app, "signature_confirmation", 7)
     first, more = _take(any_app, {"confirmations": 3})
-    assert [email_id for email_id, _ in first] and more
+    assert more == {"confirmations"}
     assert sorted(email_id for email_id, _ in first) == ids[:3]  # oldest first
     second, more = _take(any_app, {"confirmations": 3})
-    assert sorted(email_id for email_id, _ in second) == ids[3:6] and more
+    assert sorted(email_id for email_id, _ in second) == ids[3:6] and more == {"confirmations"}
     third, more = _take(any_app, {"confirmations": 3})
-    assert [email_id for email_id, _ in third] == [ids[6]] and not more
-    assert _take(any_app, {"confirmations": 3}) == ([], False)
+    assert [email_id for email_id, _ in third] == [ids[6]] and more == set()
+    assert _take(any_app, {"confirmations": 3}) == ([], set())
     # Once the grace has passed, a row still queued (its task lost) is handed out again.
     with any_app.app_context():
         db.session.execute(update(OutboundEmail).where(OutboundEmail.id.in_(ids[:2]))
@@ -66,7 +66,7 @@ def test_each_due_row_is_handed_out_once_within_the_grace(any_app):
 
 def test_rows_inside_the_grace_or_not_due_are_left_to_their_own_tasks(any_app):
     _queue_rows(any_app, "signature_confirmation", 2, age=10.0)
-    assert _take(any_app, {"confirmations": 10}) == ([], False)
+    assert _take(any_app, {"confirmations": 10}) == ([], set())
     taken, _ = _take(any_app, {"confirmations": 10}, grace=5.0)
     assert len(taken) == 2
 
@@ -75,13 +75,13 @@ def test_room_is_per_queue_and_a_paused_queue_gets_nothing(any_app):
     confirmations = _queue_rows(any_app, "signature_confirmation", 4)
     letters = _queue_rows(any_app, "letter_to_target", 4)
     taken, more = _take(any_app, {"confirmations": 0, "letters": 2})
-    assert {email_id for email_id, _ in taken} <= set(letters) and len(taken) == 2 and more
+    assert {email_id for email_id, _ in taken} <= set(letters) and len(taken) == 2 and more == {"letters"}
     with any_app.app_context():
         set_switch(db.session, None, BULK_MAIL, True)  # pauses letters and bulk
         db.session.commit()
         db.session.remove()
     taken, more = _take(any_app, {"confirmations": 10, "letters": 10})
-    assert sorted(email_id for email_id, _ in taken) == confirmations and not more
+    assert sorted(email_id for email_id, _ in taken) == confirmations and more == set()
 
 
 def test_a_claim_whose_lease_ran_out_is_handed_out(any_app):
@@ -91,10 +91,10 @@ def test_a_claim_whose_lease_ran_out_is_handed_out(any_app):
             status=OutboxStatus.SENDING, attempts=1, lease_until=utcnow() - timedelta(seconds=60)))
         db.session.commit()
         db.session.remove()
-    assert _take(any_app, {"confirmations": 5}) == ([(email_id, "signature_confirmation")], False)
+    assert _take(any_app, {"confirmations": 5}) == ([(email_id, "signature_confirmation")], set())
 
 
-def sweep_outbox(follow_up: bool = False) -> int:
+def sweep_outbox(follow_up: str | None = None) -> int:
     try:
         return sweep(db.session, follow_up)
     finally:
@@ -102,39 +102,77 @@ def sweep_outbox(follow_up: bool = False) -> int:
 
 
 def _messages(client: redis.Redis, queue: str) -> list[dict]:
+    """Newest first, as LPUSH leaves them; the workers take from the other end."""
     return [json.loads(raw) for raw in client.lrange(queue, 0, -1)]
 
 
-def test_with_redis_the_sweep_tops_the_queue_up_and_follows_up_while_rows_remain(make_pg_app, redis_url):
+def _emails(messages: list) -> list[int]:
+    return sorted(int(m["headers"]["argsrepr"].strip("()[],")) for m in messages
+                  if isinstance(m, dict) and m["headers"]["task"] == "outbox.send")
+
+
+KEYS = ("confirmations", "letters", "maintenance", "campaign:outbox:sweep-follow-up:confirmations")
+
+
+def test_with_redis_the_sweep_tops_the_queue_up_and_follows_up_behind_the_batch(make_pg_app, redis_url):
     client = redis.Redis.from_url(redis_url)
-    client.delete("confirmations", "maintenance", "campaign:outbox:sweep-follow-up")
-    app = make_pg_app(CELERY_BROKER_URL=redis_url, OUTBOX_SWEEP_BATCH=5, OUTBOX_SWEEP_FOLLOW_UP=2.0,
-                      OUTBOX_SWEEP_GRACE=30)
-    ids = _queue_rows(app, "signature_confirmation", 12)
+    client.delete(*KEYS)
+    app = make_pg_app(CELERY_BROKER_URL=redis_url, OUTBOX_SWEEP_BATCH=5, OUTBOX_SWEEP_GRACE=30)
+    ids = _queue_rows(app, "signature_confirmation", 11)
     client.lpush("confirmations", json.dumps("waiting"), json.dumps("waiting"))  # two tasks already wait: room for 3
     try:
         with app.app_context():
             assert sweep_outbox() == 3
-            assert client.llen("confirmations") == 5
-            published = [m["headers"]["argsrepr"] for m in _messages(client, "confirmations")
-                         if isinstance(m, dict)]
-            assert sorted(int(text.strip("()[],")) for text in published) == ids[:3]
-            [follow_up] = _messages(client, "maintenance")
-            assert follow_up["headers"]["task"] == "outbox.sweep"
-            assert follow_up["headers"]["eta"] is not None
-            assert "'follow_up': True" in follow_up["headers"]["kwargsrepr"]
-            # Beat's next sweep, with a follow-up pending, starts no second chain; a full queue
-            # gets nothing more.
+            newest, *rest = _messages(client, "confirmations")
+            assert _emails(rest) == ids[:3]
+            # Behind the batch, in the same queue: a sweep of that queue alone.
+            assert newest["headers"]["task"] == "outbox.sweep"
+            assert newest["headers"]["eta"] is None
+            assert "'follow_up': 'confirmations'" in newest["headers"]["kwargsrepr"]
+            assert client.llen("maintenance") == 0
+            # Beat's next sweep, while that follow-up is pending, starts no second chain, and a
+            # full queue gets nothing more.
             assert sweep_outbox() == 0
-            assert client.llen("maintenance") == 1
-            # The workers took the five: the follow-up tops up again and schedules the next.
+            assert client.llen("confirmations") == 6
+            # The workers took the batch and reached the follow-up: it tops up and goes behind.
             client.delete("confirmations")
-            assert sweep_outbox(follow_up=True) == 5
-            assert client.llen("maintenance") == 2
+            assert sweep_outbox(follow_up="confirmations") == 5
+            newest, *rest = _messages(client, "confirmations")
+            assert _emails(rest) == ids[3:8] and newest["headers"]["task"] == "outbox.sweep"
             client.delete("confirmations")
-            assert sweep_outbox(follow_up=True) == 4  # the last ones: no follow-up after this
-            assert client.llen("maintenance") == 2
+            assert sweep_outbox(follow_up="confirmations") == 3  # the last ones: no follow-up
+            assert _emails(_messages(client, "confirmations")) == ids[8:]
+            assert client.llen("confirmations") == 3
             swept = db.session.scalar(select(func.count()).where(OutboundEmail.swept_at.is_not(None)))
-            assert swept == 12
+            assert swept == 11
     finally:
-        client.delete("confirmations", "maintenance", "campaign:outbox:sweep-follow-up")
+        client.delete(*KEYS)
+
+
+def test_a_follow_up_tops_up_only_its_own_queue(make_pg_app, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*KEYS)
+    app = make_pg_app(CELERY_BROKER_URL=redis_url, OUTBOX_SWEEP_BATCH=5, OUTBOX_SWEEP_GRACE=30)
+    _queue_rows(app, "signature_confirmation", 2)
+    letters = _queue_rows(app, "letter_to_target", 2)
+    try:
+        with app.app_context():
+            assert sweep_outbox(follow_up="letters") == 2
+            assert _emails(_messages(client, "letters")) == letters
+            assert client.llen("confirmations") == 0
+    finally:
+        client.delete(*KEYS)
+
+
+def test_without_follow_ups_the_backlog_waits_for_beat(make_pg_app, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*KEYS)
+    app = make_pg_app(CELERY_BROKER_URL=redis_url, OUTBOX_SWEEP_BATCH=2, OUTBOX_SWEEP_GRACE=30,
+                      OUTBOX_SWEEP_FOLLOW_UP=False)
+    _queue_rows(app, "signature_confirmation", 5)
+    try:
+        with app.app_context():
+            assert sweep_outbox() == 2
+            assert len(_emails(_messages(client, "confirmations"))) == client.llen("confirmations") == 2
+    finally:
+        client.delete(*KEYS)

@@ -25,7 +25,7 @@ def send_email(email_id: int) -> str:
 
 
 @shared_task(name="outbox.sweep", ignore_result=True)
-def sweep_outbox(follow_up: bool = False) -> int:
+def sweep_outbox(follow_up: str | None = None) -> int:
     """Re-publish due rows; a lost or never-published task costs a delay, not an email."""
     try:
         return sweep(db.session, follow_up)

@@ -157,33 +157,41 @@ def due_emails(session: DbSession, limit: int, grace: float = 0.0) -> list[tuple
     return [(row.id, row.kind) for row in rows]
 
 
-def sweep(session: DbSession, follow_up: bool = False) -> int:
+def sweep(session: DbSession, follow_up: str | None = None) -> int:
     """The outbox.sweep task: fail what died on every attempt, re-publish what is due. Returns
     how many rows it published.
 
-    With Redis each queue is topped up to OUTBOX_SWEEP_BATCH waiting tasks, and while due rows
-    remain the sweep runs again OUTBOX_SWEEP_FOLLOW_UP seconds later instead of at beat's next
-    tick: after a broker outage the backlog goes at the workers' pace, not the sweep's."""
+    With Redis each queue is topped up to OUTBOX_SWEEP_BATCH waiting tasks. While a queue has
+    more due rows than that, a follow-up sweep of that queue alone is published into the queue
+    behind the rows' tasks: it runs when the workers have reached it, so after a broker outage
+    the backlog goes at the workers' pace instead of a batch per beat tick, without a broker
+    countdown (RELIABILITY.md A6) and without polling."""
     config = current_app.config
     broker = current_app.extensions["campaign.broker"]
     batch = int(config["OUTBOX_SWEEP_BATCH"])
+
+    def room(queue: str) -> int:
+        if follow_up is not None and queue != follow_up:
+            return 0
+        return batch - (broker.depth(queue) or 0)
+
     fail_abandoned(session)
-    due, more = take_due(session, lambda queue: batch - (broker.depth(queue) or 0),
-                         grace=float(config["OUTBOX_SWEEP_GRACE"]))
+    due, more = take_due(session, room, grace=float(config["OUTBOX_SWEEP_GRACE"]))
     publish = current_app.extensions["campaign.publish"]
     for email_id, kind in due:
         publish(email_id, queue_for(kind))
-    pause = float(config["OUTBOX_SWEEP_FOLLOW_UP"])
-    if more and pause > 0 and broker.hold_follow_up(pause, renew=follow_up):
-        current_app.extensions["celery"].send_task(
-            "outbox.sweep", kwargs={"follow_up": True}, countdown=pause, queue="maintenance",
-            expires=pause + float(config["OUTBOX_SWEEP_INTERVAL"]))
+    if config["OUTBOX_SWEEP_FOLLOW_UP"]:
+        hold = 2 * float(config["OUTBOX_SWEEP_INTERVAL"])
+        for queue in sorted(more):
+            if broker.hold_follow_up(queue, hold, renew=queue == follow_up):
+                current_app.extensions["celery"].send_task("outbox.sweep", kwargs={"follow_up": queue},
+                                                           queue=queue, retry=False)
     return len(due)
 
 
 def take_due(session: DbSession, room: Callable[[str], int],
-             grace: float) -> tuple[list[tuple[int, str]], bool]:
-    """The sweep's share of due rows, marked as published now; and whether a queue had more due
+             grace: float) -> tuple[list[tuple[int, str]], set[str]]:
+    """The sweep's share of due rows, marked as published now; and the queues that had more due
     rows than room.
 
     room(queue) says how many tasks that queue can take now (the sweep's batch less what already
@@ -199,7 +207,7 @@ def take_due(session: DbSession, room: Callable[[str], int],
     for kind in _builders:
         by_queue.setdefault(queue_for(kind), []).append(kind)
     taken: list[tuple[int, str]] = []
-    more = False
+    more: set[str] = set()
     for queue, kinds in sorted(by_queue.items()):
         limit = room(queue)
         if queue in paused or limit <= 0:
@@ -218,7 +226,8 @@ def take_due(session: DbSession, room: Callable[[str], int],
             .returning(OutboundEmail.id, OutboundEmail.kind)
             .execution_options(synchronize_session=False)).all()
         taken += [(row.id, row.kind) for row in rows]
-        more = more or len(rows) >= limit
+        if len(rows) >= limit:
+            more.add(queue)
     session.commit()
     return taken, more
 
