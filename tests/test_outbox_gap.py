@@ -12,18 +12,19 @@ import psycopg
 from sqlalchemy import event
 
 from campaign.extensions import db
-from campaign.models import OutboundEmail, OutboxStatus
+from campaign.models import OutboundEmail, OutboxStatus, Suppression
 from campaign.services import outbox
 from campaign.services.demo import seed_demo
-from tests.support import sign
+from tests.support import deliver_due, sign
 
 
-def _seeded(app: Any) -> Any:
+def _seeded(app: Any, **fields: Any) -> Any:
+    """The demo petition signed once; the outbox row's id."""
     with app.app_context():
         seed_demo(db.session)
         db.session.commit()
     client = app.test_client()
-    assert sign(client).status_code == 303
+    assert sign(client, **fields).status_code == 303
     with app.app_context():
         email_id = db.session.query(OutboundEmail.id).scalar()
         db.session.remove()
@@ -67,17 +68,9 @@ def test_after_the_250_one_autocommitted_statement_records_the_email_sent(make_p
 
 def test_a_hard_bounce_still_suppresses_in_the_transaction_that_fails_the_row(make_pg_app, mailbox):
     app = make_pg_app()
-    with app.app_context():
-        seed_demo(db.session)
-        db.session.commit()
-    client = app.test_client()
-    assert sign(client, email="gone@example.com").status_code == 303
+    _seeded(app, email="gone@example.com")
     mailbox.refusals["gone@example.com"] = "550 5.1.1 no such user"
-    from tests.support import deliver_due
-
     assert deliver_due(app) == {"failed": 1}
-    from campaign.models import Suppression
-
     with app.app_context():
         assert db.session.query(Suppression).count() == 1
         assert db.session.query(OutboundEmail.status).scalar() == OutboxStatus.FAILED
