@@ -30,6 +30,7 @@ from campaign.services.petitions import absolute_url, petition_targets
 from campaign.services.privacy import cipher
 from campaign.services.supporters import my_data_path
 from campaign.services.types import DbSession
+from campaign.services.updates import unsubscribe_headers, unsubscribe_link
 
 LEADER_RESPONSE = "leader_response"
 TEXT_LIMIT = 5000
@@ -225,6 +226,8 @@ def leader_response_email(session: DbSession, row: OutboundEmail) -> Draft | Non
     if petition is None or target is None:
         return None
     crypt = cipher()
+    # News the signer asked for: the campaign's one-click unsubscribe, as on supporter updates.
+    unsubscribe = unsubscribe_link(petition.campaign_id, signature.email_index)
     return Draft(
         kind=LEADER_RESPONSE,
         to_name=crypt.decrypt(signature.name_encrypted),
@@ -232,7 +235,9 @@ def leader_response_email(session: DbSession, row: OutboundEmail) -> Draft | Non
         # Neutral, like every subject to a signer: the topic stays in the body.
         subject="An answer to the letter you signed",
         sender_name=petition.campaign.sender_name,
+        headers=unsubscribe_headers(unsubscribe),
         context={
+            "unsubscribe_url": unsubscribe,
             "name": one_line(crypt.decrypt(signature.name_encrypted), 100),
             "petition": petition,
             "target": target,

@@ -290,6 +290,11 @@ def unsubscribe_link(campaign_id: int, email_index: str) -> str:
     return f"{current_app.config['BASE_URL']}/unsubscribe/{unsubscribe_token(campaign_id, email_index)}"
 
 
+def unsubscribe_headers(link: str) -> dict[str, str]:
+    """RFC 8058 one-click unsubscribe, for every email a supporter gets because they asked for news."""
+    return {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
 def preview(session: DbSession, row: SupporterUpdate, actor: User) -> Rendered:
     """The update as its first recipient would see it, with the organizer's own name standing in.
     Raises UpdateError for an unknown merge field."""
@@ -320,7 +325,7 @@ def _draft(
     test: bool = False,
     language: str = "",
 ) -> Draft:
-    headers = {"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    headers = unsubscribe_headers(unsubscribe)
     return Draft(
         kind=KIND,
         to_name="",

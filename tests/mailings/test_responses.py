@@ -3,13 +3,22 @@ for updates are told, once each, in chunks; bad input is refused."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 
-from campaign.models import MailingPolicy, OutboundEmail, Signature, SignatureStatus, Stance, TargetResponse
+from campaign.models import (
+    MailingPolicy,
+    OutboundEmail,
+    Signature,
+    SignatureStatus,
+    Stance,
+    Suppression,
+    TargetResponse,
+)
 from campaign.models.base import utcnow
 from campaign.services.responses import (
     LEADER_RESPONSE,
@@ -64,6 +73,30 @@ def test_signers_of_that_leader_who_asked_for_updates_are_told_once(session, map
     assert "Merz" in text and "Partly supports it" in text and "https://gov.example.org/answer" in text
     assert "<b>Thanks</b>" in text
     assert "&lt;b&gt;Thanks&lt;/b&gt;" in told[0].get_body(("html",)).get_content()
+
+
+def test_the_email_carries_one_click_unsubscribe_and_honours_it(session, mapp, mailbox) -> None:
+    # Mail a signer asked for (RELIABILITY.md C20): an RFC 8058 one-click link, here and in the body.
+    petition = make_petition(session, TARGETS, policy=MailingPolicy.LETTERS)
+    merz = target_named(session, "Merz")
+    ada = add_signer(session, petition, "Ada", "ada@example.com", "DE", updates=True)
+    record_response(session, None, petition, merz.id, responded_on=utcnow().date(), stance=Stance.PARTLY,
+                    text="We raised it.", link="")
+    notify_responses(session)
+    session.commit()
+    deliver_due(mapp)
+    [told] = [m for m in messages(mailbox) if m["Subject"] == "An answer to the letter you signed"]
+    assert told["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    match = re.fullmatch(r"<(http://campaign\.test(/unsubscribe/[^>]+))>", " ".join(str(told["List-Unsubscribe"]).split()))
+    assert match, told["List-Unsubscribe"]
+    assert match.group(1) in plain(told)
+    # A mail program's one-click POST: no cookies, no form token.
+    assert mapp.test_client().post(match.group(2)).status_code == 200
+    session.expire_all()
+    assert session.get(Signature, ada.id).consent_updates is False
+    # Suppressed for the campaign, as the supporter updates' link does.
+    assert session.scalar(select(func.count()).select_from(Suppression)
+                          .where(Suppression.campaign_id == petition.campaign_id)) == 1
 
 
 def test_keys_are_per_signature_and_response(session) -> None:
