@@ -34,7 +34,31 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+_held_locks: list[Any] = []
+
+
+def _redis_url() -> str:
+    """BENCH_REDIS_URL, or a database number taken the way the tests take theirs (a lock file per
+    number, held until this process exits), so a bench's FLUSHDB never empties the database of a
+    test run beside it."""
+    if os.environ.get("BENCH_REDIS_URL"):
+        return os.environ["BENCH_REDIS_URL"]
+    import fcntl
+
+    for number in range(15, 0, -1):  # the tests start from the low numbers
+        handle = open(Path(tempfile.gettempdir()) / f"campaign-test-redis-{number}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _held_locks.append(handle)
+        os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:6379/{number}"  # for the subprocesses too
+        return os.environ["BENCH_REDIS_URL"]
+    raise SystemExit("every Redis database 1-15 is held by a test run; set BENCH_REDIS_URL")
+
+
+REDIS_URL = _redis_url()
 SLUG = "g20-chechnya"
 TOKEN = re.compile(rb'name="form_token" type="hidden" value="([^"]+)"')
 

@@ -26,32 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def claim_redis_db() -> None:
-    """Take a Redis database number the way the tests do (a lock file per number, held until this
-    process exits), so the FLUSHDB below never empties the database of a test run beside us."""
-    import fcntl
-    import tempfile
-
-    if os.environ.get("BENCH_REDIS_URL"):
-        return
-    for number in range(15, 0, -1):
-        handle = open(Path(tempfile.gettempdir()) / f"campaign-test-redis-{number}.lock", "w")  # noqa: SIM115
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        _held.append(handle)
-        os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:6379/{number}"
-        return
-    raise SystemExit("every Redis database 1-15 is held by a test run; set BENCH_REDIS_URL")
-
-
-_held: list[object] = []
-claim_redis_db()
-
-from bench.common import (  # noqa: E402 - after the Redis database is chosen
+from bench.common import (
     REDIS_URL,
     Sink,
     app_environment,
