@@ -43,6 +43,7 @@ def _redis_url() -> str:
     test run beside it."""
     if os.environ.get("BENCH_REDIS_URL"):
         return os.environ["BENCH_REDIS_URL"]
+    import atexit
     import fcntl
 
     for number in range(15, 0, -1):  # the tests start from the low numbers
@@ -52,7 +53,8 @@ def _redis_url() -> str:
         except OSError:
             handle.close()
             continue
-        _held_locks.append(handle)
+        _held_locks.append(handle)  # held until this process exits
+        atexit.register(handle.close)
         os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:6379/{number}"  # for the subprocesses too
         return os.environ["BENCH_REDIS_URL"]
     raise SystemExit("every Redis database 1-15 is held by a test run; set BENCH_REDIS_URL")
