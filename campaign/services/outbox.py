@@ -170,13 +170,12 @@ def sweep(session: DbSession, follow_up: str | None = None) -> int:
     broker = current_app.extensions["campaign.broker"]
     batch = int(config["OUTBOX_SWEEP_BATCH"])
 
-    def room(queue: str) -> int:
-        if follow_up is not None and queue != follow_up:
-            return 0
-        return batch - (broker.depth(queue) or 0)
-
-    fail_abandoned(session)
-    due, more = take_due(session, room, grace=float(config["OUTBOX_SWEEP_GRACE"]))
+    fail_abandoned(session)  # commits: no transaction is open below until take_due's
+    # Read outside a transaction: a slow or absent Redis must not hold rows locked.
+    queues = {queue_for(kind) for kind in _builders} if follow_up is None else {follow_up}
+    rooms = {queue: batch - (broker.depth(queue) or 0) for queue in queues}
+    due, more = take_due(session, lambda queue: rooms.get(queue, 0),
+                         grace=float(config["OUTBOX_SWEEP_GRACE"]))
     publish = current_app.extensions["campaign.publish"]
     for email_id, kind in due:
         publish(email_id, queue_for(kind))
