@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -37,30 +37,34 @@ PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0
 _held_locks: list[Any] = []
 
 
-def _redis_url() -> str:
-    """BENCH_REDIS_URL, or a database number taken the way the tests take theirs (a lock file per
-    number, held until this process exits), so a bench's FLUSHDB never empties the database of a
-    test run beside it."""
-    if os.environ.get("BENCH_REDIS_URL"):
-        return os.environ["BENCH_REDIS_URL"]
+def lock_redis_db(numbers: Iterable[int]) -> int | None:
+    """The first Redis database number of `numbers` that no other process holds, locked by a file
+    until this process exits; None if all are held. The tests (tests/conftest.py, from 1 up) and
+    the benches (from 15 down) share these locks, so a FLUSHDB never empties another run's data."""
     import atexit
     import fcntl
 
-    for number in range(15, 0, -1):  # the tests start from the low numbers
+    for number in numbers:
         handle = open(Path(tempfile.gettempdir()) / f"campaign-test-redis-{number}.lock", "w")  # noqa: SIM115
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
             continue
-        _held_locks.append(handle)  # held until this process exits
+        _held_locks.append(handle)
         atexit.register(handle.close)
-        os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:6379/{number}"  # for the subprocesses too
-        return os.environ["BENCH_REDIS_URL"]
-    raise SystemExit("every Redis database 1-15 is held by a test run; set BENCH_REDIS_URL")
+        return number
+    return None
 
 
-REDIS_URL = _redis_url()
+def redis_url() -> str:
+    """BENCH_REDIS_URL, or a database number of this process's own, taken on first use."""
+    if not os.environ.get("BENCH_REDIS_URL"):
+        number = lock_redis_db(range(15, 0, -1))
+        if number is None:
+            raise SystemExit("every Redis database 1-15 is held by a test run; set BENCH_REDIS_URL")
+        os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:6379/{number}"  # the subprocesses' too
+    return os.environ["BENCH_REDIS_URL"]
 SLUG = "g20-chechnya"
 TOKEN = re.compile(rb'name="form_token" type="hidden" value="([^"]+)"')
 
@@ -109,7 +113,7 @@ def versions() -> dict[str, str]:
     with contextlib.suppress(Exception):
         import redis
 
-        found["redis-server"] = str(redis.Redis.from_url(REDIS_URL, socket_timeout=3).info("server")
+        found["redis-server"] = str(redis.Redis.from_url(redis_url(), socket_timeout=3).info("server")
                                     ["redis_version"])
     return found
 
@@ -275,7 +279,7 @@ def app_environment(database_url: str, port: int, smtp_port: int, **extra: str) 
         "BLIND_INDEX_KEY": secrets.token_urlsafe(48),
         "BASE_URL": f"http://127.0.0.1:{port}",
         "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url(),
         "MAIL_SERVER": "127.0.0.1",
         "MAIL_PORT": str(smtp_port),
         "MAIL_DEFAULT_SENDER": "Campaign <no-reply@campaign.bench>",
@@ -294,7 +298,7 @@ def flask_command(env: dict[str, str], *args: str) -> None:
 def flush_redis() -> None:
     import redis
 
-    redis.Redis.from_url(REDIS_URL, socket_timeout=5).flushdb()
+    redis.Redis.from_url(redis_url(), socket_timeout=5).flushdb()
 
 
 class Process:

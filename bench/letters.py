@@ -27,11 +27,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    REDIS_URL,
     Sink,
     app_environment,
     fresh_database,
     log,
+    redis_url,
     start_celery,
     versions,
     workdir,
@@ -168,7 +168,7 @@ def main() -> None:
 
     import redis
 
-    redis.Redis.from_url(REDIS_URL, socket_timeout=5).flushdb()
+    redis.Redis.from_url(redis_url(), socket_timeout=5).flushdb()
     sink = Sink()
     try:
         with fresh_database("letters", keep=args.keep) as url, workdir(keep=args.keep) as folder:
@@ -229,7 +229,7 @@ def main() -> None:
             "worker": f"one Celery worker, prefork, --concurrency {args.concurrency}, queue letters, "
                       "acks_late, prefetch 1",
             "database": "PostgreSQL on 127.0.0.1 (fresh database)",
-            "broker": f"Redis {REDIS_URL}",
+            "broker": f"Redis {redis_url()}",
             "sink": "aiosmtpd (campaign.mail.sink) in a process of its own on 127.0.0.1",
             "smtp": "one connection per message (Flask-Mail's, and the bare loop's)",
             "bare_loop": "smtplib.sendmail of the worker's own message bytes, 1 thread and "

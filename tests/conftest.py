@@ -150,29 +150,15 @@ def redis_url() -> str:
     return url
 
 
-_redis_db_lock: Any = None
-
-
 def _claim_redis_db() -> int:
     """Databases 1-15 are handed out by lock file, so two pytest runs on one machine never share one."""
-    global _redis_db_lock
-    import atexit
-    import fcntl
-    import tempfile
+    from bench.common import lock_redis_db
 
     start = xdist_index() % 15
-    for step in range(15):
-        number = 1 + (start + step) % 15
-        handle = open(Path(tempfile.gettempdir()) / f"campaign-test-redis-{number}.lock", "w")  # noqa: SIM115
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        _redis_db_lock = handle  # held until this process exits
-        atexit.register(handle.close)
-        return number
-    pytest.fail("all 15 test Redis databases are taken by other test runs on this machine")
+    number = lock_redis_db([1 + (start + step) % 15 for step in range(15)])
+    if number is None:
+        pytest.fail("all 15 test Redis databases are taken by other test runs on this machine")
+    return number
 
 
 @pytest.fixture
