@@ -32,7 +32,7 @@ def _queue_rows(app, kind: str, count: int, age: float = 120.0) -> list[int]:
 def _take(app, room: dict[str, int], grace: float = 30.0) -> tuple[list[tuple[int, str]], set[str]]:
     with app.app_context():
         try:
-            return take_due(db.session, lambda queue: room.get(queue, 0), grace)
+            return take_due(db.session, room, grace)
         finally:
             db.session.remove()
 

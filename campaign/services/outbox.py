@@ -174,8 +174,7 @@ def sweep(session: DbSession, follow_up: str | None = None) -> int:
     # Read outside a transaction: a slow or absent Redis must not hold rows locked.
     queues = {queue_for(kind) for kind in _builders} if follow_up is None else {follow_up}
     rooms = {queue: batch - (broker.depth(queue) or 0) for queue in queues}
-    due, more = take_due(session, lambda queue: rooms.get(queue, 0),
-                         grace=float(config["OUTBOX_SWEEP_GRACE"]))
+    due, more = take_due(session, rooms, grace=float(config["OUTBOX_SWEEP_GRACE"]))
     publish = current_app.extensions["campaign.publish"]
     for email_id, kind in due:
         publish(email_id, queue_for(kind))
@@ -188,16 +187,16 @@ def sweep(session: DbSession, follow_up: str | None = None) -> int:
     return len(due)
 
 
-def take_due(session: DbSession, room: Callable[[str], int],
+def take_due(session: DbSession, room: dict[str, int],
              grace: float) -> tuple[list[tuple[int, str]], set[str]]:
     """The sweep's share of due rows, marked as published now; and the queues that had more due
     rows than room.
 
-    room(queue) says how many tasks that queue can take now (the sweep's batch less what already
-    waits in it). A row the sweep published is not taken again for `grace` seconds: its task may
-    still be waiting in the queue, and after an outage the queue is long (RELIABILITY.md A2: the
-    sweep handed out 500 rows per 15 s, with the old ones again each time, and that, not the
-    workers, set how fast the backlog went)."""
+    room says how many tasks each queue can take now (the sweep's batch less what already waits
+    in it; a queue not named gets none). A row the sweep published is not taken again for
+    `grace` seconds: its task may still be waiting in the queue, and after an outage the queue is
+    long (RELIABILITY.md A2: the sweep handed out 500 rows per 15 s, with the old ones again each
+    time, and that, not the workers, set how fast the backlog went)."""
     now = utcnow()
     cutoff = now - timedelta(seconds=grace)
     max_attempts = int(current_app.config["OUTBOX_MAX_ATTEMPTS"])
@@ -208,7 +207,7 @@ def take_due(session: DbSession, room: Callable[[str], int],
     taken: list[tuple[int, str]] = []
     more: set[str] = set()
     for queue, kinds in sorted(by_queue.items()):
-        limit = room(queue)
+        limit = room.get(queue, 0)
         if queue in paused or limit <= 0:
             continue
         # SKIP LOCKED: two sweeps at once (beat's and a follow-up) take different rows.
