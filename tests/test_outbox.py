@@ -106,10 +106,23 @@ def test_a_policy_refusal_fails_the_row_but_suppresses_nobody(client, demo, app,
     assert _suppressions(app) == []
 
 
-def test_the_suppression_and_the_failed_mark_are_one_transaction(client, demo, app, mailbox, monkeypatch):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def seeded_app(request, make_app):
+    """The demo on SQLite or on PostgreSQL (where the outcome after SMTP starts in autocommit)."""
+    from campaign.services.demo import seed_demo
+
+    app = make_app() if request.param == "sqlite" else request.getfixturevalue("make_pg_app")()
+    with app.app_context():
+        seed_demo(db.session)
+        db.session.commit()
+    return app
+
+
+def test_the_suppression_and_the_failed_mark_are_one_transaction(seeded_app, mailbox, monkeypatch):
     import campaign.services.outbox as outbox
 
-    sign(client, email="gone@example.com")
+    app = seeded_app
+    sign(app.test_client(), email="gone@example.com")
     mailbox.refusals["gone@example.com"] = "550 5.1.1 no such user"
 
     def broken(session, index):

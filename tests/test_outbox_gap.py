@@ -12,10 +12,10 @@ import psycopg
 from sqlalchemy import event
 
 from campaign.extensions import db
-from campaign.models import OutboundEmail, OutboxStatus, Suppression
+from campaign.models import OutboundEmail, OutboxStatus
 from campaign.services import outbox
 from campaign.services.demo import seed_demo
-from tests.support import deliver_due, sign
+from tests.support import sign
 
 
 def _seeded(app: Any, **fields: Any) -> Any:
@@ -64,16 +64,6 @@ def test_after_the_250_one_autocommitted_statement_records_the_email_sent(make_p
             db.session.remove()
     assert len(mailbox.messages) == 1
     assert after == [{"statement": "UPDATE", "autocommit": True, "status_elsewhere": OutboxStatus.SENT}]
-
-
-def test_a_hard_bounce_still_suppresses_in_the_transaction_that_fails_the_row(make_pg_app, mailbox):
-    app = make_pg_app()
-    _seeded(app, email="gone@example.com")
-    mailbox.refusals["gone@example.com"] = "550 5.1.1 no such user"
-    assert deliver_due(app) == {"failed": 1}
-    with app.app_context():
-        assert db.session.query(Suppression).count() == 1
-        assert db.session.query(OutboundEmail.status).scalar() == OutboxStatus.FAILED
 
 
 def test_on_sqlite_the_relay_does_not_hold_the_write_lock_while_it_sends(make_app, tmp_path, mailbox, monkeypatch):
